@@ -1,0 +1,621 @@
+//! The circuit breaker: a cheap, cloneable handle over the state machine in `state.rs`.
+
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod state;
+mod window;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::{CircuitBreakerConfig, ConfigError, Environment, OpenBackoff, SlidingWindow};
+pub use error::{BreakerOpen, CircuitBreakerError};
+pub use state::{CircuitBreakerState, Mode, TransitionReason};
+
+use crate::classify::{Classifier, ErrorIsFailure, Outcome};
+use crate::clock::{Clock, ClockSource, nanos};
+use crate::observe::{
+    BreakerLabels, Observer, OutcomeEvent, RejectionEvent, TransitionEvent, trace_transition,
+};
+use error::{LastError, set_last_error};
+use state::{Admission, Core, Ticket, TicketKind, Transition};
+
+/// A circuit breaker. Clones share one state; it is `Send + Sync`.
+///
+/// ```
+/// use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerError, CircuitBreakerState};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cb = CircuitBreaker::new(CircuitBreakerConfig {
+///     failure_threshold: 2,
+///     success_threshold: 3,
+///     timeout: Duration::from_secs(1), // how long the circuit stays open
+///     ..Default::default()
+/// });
+/// for _ in 0..2 {
+///     let r: Result<(), CircuitBreakerError<&str>> =
+///         cb.call(|| async { Err::<(), _>("Service error") }).await;
+///     assert!(matches!(r, Err(CircuitBreakerError::Inner("Service error"))));
+/// }
+/// assert_eq!(cb.state(), CircuitBreakerState::Open);
+/// let r = cb.call(|| async { Ok::<(), &str>(()) }).await;
+/// assert!(matches!(r, Err(CircuitBreakerError::Open))); // rejected without calling
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    core: Core,
+    /// Process-unique, for naming the breaker in errors converted later.
+    id: u64,
+    name: Arc<str>,
+    service: Arc<str>,
+    rpc: Arc<str>,
+    config: CircuitBreakerConfig,
+    clock: ClockSource,
+    observers: Box<[Arc<dyn Observer>]>,
+    /// Measure call durations: an observer wants them, or slow calls are counted.
+    timed: bool,
+    slow_nanos: Option<u64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        crate::registry::unregister(self.id);
+    }
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.inner.name)
+            .field("state", &self.state())
+            .field("mode", &self.mode())
+            .field("consecutive_failures", &self.consecutive_failures())
+            .finish()
+    }
+}
+
+/// Builds a [`CircuitBreaker`] with a name, labels, a clock and observers.
+///
+/// ```
+/// use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig, FakeClock};
+///
+/// let clock = FakeClock::new();
+/// let cb = CircuitBreaker::builder(CircuitBreakerConfig::default())
+///     .name("auth-service")
+///     .clock(clock.clone())
+///     .build()
+///     .expect("valid config");
+/// assert_eq!(cb.name(), "auth-service");
+/// ```
+pub struct CircuitBreakerBuilder {
+    config: CircuitBreakerConfig,
+    name: Option<String>,
+    service: String,
+    rpc: String,
+    clock: ClockSource,
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl CircuitBreakerBuilder {
+    /// The name used in errors, events and metrics. Default: `"circuit-breaker"`, or
+    /// `service/rpc` when labels are set.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The service and RPC this breaker protects, for metrics labels and the dashboard.
+    pub fn labels(mut self, service: impl Into<String>, rpc: impl Into<String>) -> Self {
+        self.service = service.into();
+        self.rpc = rpc.into();
+        self
+    }
+
+    /// The time source. Default: the system's coarse monotonic clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = ClockSource::Custom(Arc::new(clock));
+        self
+    }
+
+    /// Adds an observer (any number; called in the order added). Observers registered
+    /// process-wide with [`crate::registry::add_global_observer`] are added too.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Validates the config and builds the breaker.
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        self.config.validate()?;
+        Ok(self.build_unchecked())
+    }
+
+    fn build_unchecked(mut self) -> CircuitBreaker {
+        let name: Arc<str> = match self.name {
+            Some(n) => n.into(),
+            None if !self.service.is_empty() => format!("{}/{}", self.service, self.rpc).into(),
+            None => "circuit-breaker".into(),
+        };
+        self.observers.extend(crate::registry::global_observers());
+        let timed = self.observers.iter().any(|o| o.wants_latency())
+            || self.config.slow_call_duration.is_some();
+        let inner = Arc::new(Inner {
+            core: Core::new(&self.config),
+            id: crate::registry::next_id(),
+            name,
+            service: self.service.into(),
+            rpc: self.rpc.into(),
+            slow_nanos: self
+                .config
+                .slow_call_duration
+                .filter(|_| self.config.slow_call_rate_threshold.is_some())
+                .map(nanos),
+            config: self.config,
+            clock: self.clock,
+            observers: self.observers.into_boxed_slice(),
+            timed,
+        });
+        crate::registry::register(&inner);
+        CircuitBreaker { inner }
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker with `config`.
+    ///
+    /// A config that fails [`CircuitBreakerConfig::validate`] does not panic: each wrong
+    /// field is replaced by its nearest valid value and the problem is logged with
+    /// `tracing::error!`. Use [`CircuitBreaker::try_new`] to get the error instead.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        Self::builder(config).build_lenient()
+    }
+
+    /// A breaker with a name used in errors, events and metrics.
+    pub fn named(name: impl Into<String>, config: CircuitBreakerConfig) -> Self {
+        Self::builder(config).name(name).build_lenient()
+    }
+
+    /// A breaker with `config`, or the error naming the first wrong field.
+    pub fn try_new(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder, for a name, labels, a clock or observers.
+    pub fn builder(config: CircuitBreakerConfig) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            config,
+            name: None,
+            service: String::new(),
+            rpc: String::new(),
+            clock: ClockSource::System,
+            observers: Vec::new(),
+        }
+    }
+
+    /// The current state. An open circuit whose open time has passed still reports
+    /// `Open` until the next call turns it half-open (no timer runs in the background).
+    #[inline]
+    pub fn state(&self) -> CircuitBreakerState {
+        self.inner.core.state()
+    }
+
+    /// Who decides: the state machine, or an override.
+    pub fn mode(&self) -> Mode {
+        self.inner.core.mode()
+    }
+
+    /// The name given at construction.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The service label (empty when not set).
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The RPC label (empty when not set).
+    pub fn rpc(&self) -> &str {
+        &self.inner.rpc
+    }
+
+    /// The configuration in force (after repair, for a breaker built with `new`).
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.inner.config
+    }
+
+    /// Consecutive failures in the current closed period.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.inner.core.consecutive_failures()
+    }
+
+    /// Probes in flight while half-open.
+    pub fn probes_in_flight(&self) -> u32 {
+        self.inner.core.probes_in_flight()
+    }
+
+    /// When an open circuit lets a probe through (zero if it would now); `None` unless
+    /// the state is open.
+    pub fn retry_after(&self) -> Option<Duration> {
+        if self.state() != CircuitBreakerState::Open {
+            return None;
+        }
+        let now = self.inner.clock.now_nanos();
+        Some(Duration::from_nanos(
+            self.inner.core.open_until().saturating_sub(now),
+        ))
+    }
+
+    /// Whether two handles share one breaker.
+    pub fn ptr_eq(&self, other: &CircuitBreaker) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Runs `f` through the breaker: every `Err` counts as a failure, every `Ok` as a
+    /// success. An open circuit returns [`CircuitBreakerError::Open`] at once, without
+    /// calling `f`; with `call_timeout` set, a call past its deadline returns
+    /// [`CircuitBreakerError::Timeout`] and counts as a failure. A call whose future is
+    /// dropped records nothing (and frees its half-open probe slot).
+    #[inline]
+    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, CircuitBreakerError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_with(&ErrorIsFailure, f).await
+    }
+
+    /// Like [`call`](Self::call), with `classifier` deciding what counts as a failure.
+    pub async fn call_with<T, E, C, F, Fut>(
+        &self,
+        classifier: &C,
+        f: F,
+    ) -> Result<T, CircuitBreakerError<E>>
+    where
+        C: Classifier<T, E> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let permit = match self.try_acquire() {
+            Ok(permit) => permit,
+            Err(open) => {
+                self.remember_open(open.retry_after);
+                return Err(CircuitBreakerError::Open);
+            }
+        };
+        let fut = f();
+        let result = match self.inner.config.call_timeout {
+            None => fut.await,
+            Some(deadline) => match tokio::time::timeout(deadline, fut).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    permit.timed_out();
+                    set_last_error(LastError {
+                        breaker: self.inner.id,
+                        nanos: nanos(deadline),
+                        open: false,
+                    });
+                    return Err(CircuitBreakerError::Timeout);
+                }
+            },
+        };
+        permit.record(classifier.classify(&result));
+        result.map_err(CircuitBreakerError::Inner)
+    }
+
+    pub(crate) fn remember_open(&self, retry_after: Option<Duration>) {
+        set_last_error(LastError {
+            breaker: self.inner.id,
+            nanos: retry_after.map_or(u64::MAX, nanos),
+            open: true,
+        });
+    }
+
+    /// Asks to make one call. The [`Permit`] records the call's outcome; dropping it
+    /// without recording frees the slot and records nothing.
+    ///
+    /// For driving calls by hand (streams, callbacks), where `call` does not fit.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, BreakerOpen> {
+        let inner = &*self.inner;
+        let (admission, transition) = inner.core.admit(&|| inner.clock.now_nanos());
+        if let Some(t) = transition {
+            inner.emit_transition(&t);
+        }
+        match admission {
+            Admission::Admitted {
+                ticket,
+                shadow_rejection,
+            } => {
+                if shadow_rejection {
+                    inner.emit_rejection(None, true);
+                }
+                Ok(Permit {
+                    inner,
+                    ticket,
+                    started: inner.timed.then(Instant::now),
+                    done: false,
+                })
+            }
+            Admission::Rejected { retry_after_nanos } => {
+                let retry_after = retry_after_nanos.map(Duration::from_nanos);
+                if !inner.observers.is_empty() {
+                    inner.emit_rejection(retry_after, false);
+                }
+                Err(BreakerOpen { retry_after })
+            }
+        }
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a handle to the
+    /// breaker, so that it can live in a stream or another task.
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, BreakerOpen> {
+        let permit = self.try_acquire()?;
+        let (ticket, started) = (permit.ticket, permit.started);
+        std::mem::forget(permit);
+        Ok(OwnedPermit {
+            breaker: self.clone(),
+            ticket,
+            started,
+            done: false,
+        })
+    }
+
+    /// Rejects every call until [`reset`](Self::reset) (an operator's override).
+    pub fn force_open(&self) {
+        self.set_mode(Mode::ForcedOpen, CircuitBreakerState::Open);
+    }
+
+    /// Lets every call through and never changes state; outcomes still reach observers.
+    pub fn force_closed(&self) {
+        self.set_mode(Mode::ForcedClosed, CircuitBreakerState::Closed);
+    }
+
+    /// Lets every call through and records nothing.
+    pub fn disable(&self) {
+        self.set_mode(Mode::Disabled, CircuitBreakerState::Closed);
+    }
+
+    /// Shadow mode: the state machine runs and reports what it would do (rejections are
+    /// reported with `shadow: true`), but no call is rejected.
+    pub fn metrics_only(&self) {
+        self.set_mode(Mode::MetricsOnly, CircuitBreakerState::Closed);
+    }
+
+    /// Back to normal operation, closed, with every count cleared.
+    pub fn reset(&self) {
+        self.set_mode(Mode::Normal, CircuitBreakerState::Closed);
+    }
+
+    fn set_mode(&self, mode: Mode, state: CircuitBreakerState) {
+        let inner = &*self.inner;
+        if let Some(t) = inner.core.set_mode(mode, state, &|| inner.clock.now_nanos()) {
+            inner.emit_transition(&t);
+        } else {
+            tracing::info!(breaker = %inner.name, ?mode, "circuit breaker mode set");
+        }
+    }
+}
+
+impl CircuitBreakerBuilder {
+    fn build_lenient(self) -> CircuitBreaker {
+        match self.config.validate() {
+            Ok(()) => self.build_unchecked(),
+            Err(err) => {
+                tracing::error!(
+                    breaker = self.name.as_deref().unwrap_or("circuit-breaker"),
+                    error = %err,
+                    "invalid circuit breaker config; using the nearest valid values"
+                );
+                let config = self.config.sanitized();
+                CircuitBreakerBuilder { config, ..self }.build_unchecked()
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn labels(&self) -> BreakerLabels<'_> {
+        BreakerLabels {
+            name: &self.name,
+            service: &self.service,
+            rpc: &self.rpc,
+        }
+    }
+
+    #[cold]
+    fn emit_transition(&self, t: &Transition) {
+        let event = TransitionEvent {
+            breaker: self.labels(),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+            open_for: t.open_for_nanos.map(Duration::from_nanos),
+        };
+        trace_transition(&event);
+        for o in self.observers.iter() {
+            o.on_transition(&event);
+        }
+    }
+
+    fn emit_rejection(&self, retry_after: Option<Duration>, shadow: bool) {
+        let event = RejectionEvent {
+            breaker: self.labels(),
+            retry_after,
+            shadow,
+        };
+        for o in self.observers.iter() {
+            o.on_rejection(&event);
+        }
+    }
+
+    #[inline]
+    fn finish(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>, timed_out: bool) {
+        let latency = started.map(|s| s.elapsed());
+        let slow = match (self.slow_nanos, latency) {
+            (Some(limit), Some(l)) => nanos(l) > limit,
+            _ => false,
+        };
+        let transition = self
+            .core
+            .record(ticket, outcome, slow, &|| self.clock.now_nanos());
+        if !self.observers.is_empty() && ticket.kind != TicketKind::Untracked {
+            let event = OutcomeEvent {
+                breaker: self.labels(),
+                outcome,
+                latency,
+                timed_out,
+                slow,
+            };
+            for o in self.observers.iter() {
+                o.on_outcome(&event);
+            }
+        }
+        if let Some(t) = transition {
+            self.emit_transition(&t);
+        }
+    }
+
+    fn abandon(&self, ticket: Ticket) {
+        if ticket.kind == TicketKind::Probe {
+            self.core.release(ticket.generation);
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub(crate) fn rpc(&self) -> &str {
+        &self.rpc
+    }
+}
+
+/// Permission to make one call. Record its outcome with [`record`](Permit::record) (or
+/// `success` / `failure` / `timed_out`); dropping it unrecorded records nothing and frees
+/// a half-open probe slot, so a cancelled probe can never leave the breaker stuck.
+#[must_use = "a permit records nothing unless its outcome is recorded"]
+pub struct Permit<'a> {
+    inner: &'a Inner,
+    ticket: Ticket,
+    started: Option<Instant>,
+    done: bool,
+}
+
+impl Permit<'_> {
+    /// Records the outcome.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        self.done = true;
+        self.inner.finish(self.ticket, outcome, self.started, false);
+    }
+
+    /// Records a success.
+    pub fn success(self) {
+        self.record(Outcome::Success)
+    }
+
+    /// Records a failure.
+    pub fn failure(self) {
+        self.record(Outcome::Failure)
+    }
+
+    /// Records a call that hit its deadline (a failure).
+    pub fn timed_out(mut self) {
+        self.done = true;
+        self.inner
+            .finish(self.ticket, Outcome::Failure, self.started, true);
+    }
+
+    /// True when this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.kind == TicketKind::Probe
+    }
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.abandon(self.ticket);
+        }
+    }
+}
+
+impl std::fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("breaker", &self.inner.name)
+            .field("probe", &self.is_probe())
+            .finish()
+    }
+}
+
+/// A [`Permit`] that owns a handle to its breaker (`'static`).
+#[must_use = "a permit records nothing unless its outcome is recorded"]
+pub struct OwnedPermit {
+    breaker: CircuitBreaker,
+    ticket: Ticket,
+    started: Option<Instant>,
+    done: bool,
+}
+
+impl OwnedPermit {
+    /// Records the outcome.
+    pub fn record(mut self, outcome: Outcome) {
+        self.done = true;
+        self.breaker
+            .inner
+            .finish(self.ticket, outcome, self.started, false);
+    }
+
+    /// Records a call that hit its deadline (a failure).
+    pub fn timed_out(mut self) {
+        self.done = true;
+        self.breaker
+            .inner
+            .finish(self.ticket, Outcome::Failure, self.started, true);
+    }
+
+    /// True when this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.kind == TicketKind::Probe
+    }
+
+    /// The breaker this permit belongs to.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.inner.abandon(self.ticket);
+        }
+    }
+}
+
+impl std::fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("breaker", &self.breaker.inner.name)
+            .field("probe", &self.is_probe())
+            .finish()
+    }
+}
