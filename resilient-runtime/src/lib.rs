@@ -59,6 +59,18 @@ pub mod registry;
 mod sync;
 
 #[cfg(feature = "grpc")]
+pub mod call;
+#[cfg(feature = "grpc")]
+pub mod client;
+#[cfg(feature = "grpc")]
+pub mod config;
+#[cfg(feature = "grpc")]
+pub mod deadline;
+#[cfg(feature = "grpc")]
+mod fallback;
+#[cfg(feature = "grpc")]
+pub mod spec;
+#[cfg(feature = "grpc")]
 mod status;
 
 pub use breaker::{
@@ -66,9 +78,13 @@ pub use breaker::{
     CircuitBreakerState, ConfigError, Environment, Mode, OpenBackoff, OwnedPermit, Permit,
     SlidingWindow, TransitionReason,
 };
+#[cfg(feature = "grpc")]
+pub use call::ResilientStreaming;
 pub use classify::{Classifier, ErrorIsFailure, Outcome};
 #[cfg(feature = "grpc")]
 pub use classify::{GrpcClassifier, is_client_timeout};
 pub use clock::{Clock, FakeClock, SystemClock};
+#[cfg(feature = "grpc")]
+pub use fallback::{FallbackCause, NoFallback};
 #[cfg(feature = "grpc")]
 pub use status::{CIRCUIT_OPEN_METADATA, RETRY_AFTER_METADATA, is_circuit_open, open_status};

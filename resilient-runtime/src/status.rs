@@ -19,7 +19,13 @@ pub const RETRY_AFTER_METADATA: &str = "resilient-retry-after-ms";
 fn ascii(s: &str) -> MetadataValue<tonic::metadata::Ascii> {
     let cleaned: String = s
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     MetadataValue::try_from(cleaned.as_str()).unwrap_or_else(|_| MetadataValue::from_static("?"))
 }
@@ -31,7 +37,10 @@ pub fn open_status(breaker: &str, retry_after: Option<Duration>) -> Status {
     metadata.insert(CIRCUIT_OPEN_METADATA, ascii(breaker));
     let message = match retry_after {
         Some(d) => {
-            metadata.insert(RETRY_AFTER_METADATA, MetadataValue::from(d.as_millis() as u64));
+            metadata.insert(
+                RETRY_AFTER_METADATA,
+                MetadataValue::from(d.as_millis() as u64),
+            );
             format!(
                 "circuit breaker `{breaker}` is open; retry after {} ms",
                 d.as_millis()
@@ -118,11 +127,18 @@ mod tests {
         let server_unavailable = Status::unavailable("down");
         assert!(!is_circuit_open(&server_unavailable));
 
-        let err = cb.call(|| async { Ok::<(), Status>(()) }).await.unwrap_err();
+        let err = cb
+            .call(|| async { Ok::<(), Status>(()) })
+            .await
+            .unwrap_err();
         let status: Status = err.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert!(is_circuit_open(&status));
-        assert!(status.message().contains("auth-service"), "{}", status.message());
+        assert!(
+            status.message().contains("auth-service"),
+            "{}",
+            status.message()
+        );
         assert_eq!(
             status.metadata().get(CIRCUIT_OPEN_METADATA).unwrap(),
             "auth-service"

@@ -128,7 +128,9 @@ impl Environment {
     /// lists the accepted ones.
     pub fn from_env() -> Result<Environment, ConfigError> {
         match std::env::var("RESILIENT_ENV") {
-            Ok(value) => value.parse().map_err(|e: ConfigError| e.in_source("RESILIENT_ENV")),
+            Ok(value) => value
+                .parse()
+                .map_err(|e: ConfigError| e.in_source("RESILIENT_ENV")),
             Err(std::env::VarError::NotPresent) => Ok(Environment::Production),
             Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(
                 "RESILIENT_ENV",
@@ -266,7 +268,10 @@ impl CircuitBreakerConfig {
             if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
                 return Err(ConfigError::new(
                     "open_backoff.multiplier",
-                    format!("must be a finite number of at least 1, got {}", b.multiplier),
+                    format!(
+                        "must be a finite number of at least 1, got {}",
+                        b.multiplier
+                    ),
                 ));
             }
             if !(0.0..1.0).contains(&b.jitter) {

@@ -95,7 +95,11 @@ impl BreakerOpen {
 impl fmt::Display for BreakerOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.retry_after {
-            Some(d) => write!(f, "circuit breaker is open; retry after {} ms", d.as_millis()),
+            Some(d) => write!(
+                f,
+                "circuit breaker is open; retry after {} ms",
+                d.as_millis()
+            ),
             None => f.write_str("circuit breaker is open"),
         }
     }

@@ -16,7 +16,8 @@ pub use state::{CircuitBreakerState, Mode, TransitionReason};
 use crate::classify::{Classifier, ErrorIsFailure, Outcome};
 use crate::clock::{Clock, ClockSource, nanos};
 use crate::observe::{
-    BreakerLabels, Observer, OutcomeEvent, RejectionEvent, TransitionEvent, trace_transition,
+    BreakerLabels, FallbackEvent, Observer, OutcomeEvent, RejectionEvent, TransitionEvent,
+    trace_transition,
 };
 use error::{LastError, set_last_error};
 use state::{Admission, Core, Ticket, TicketKind, Transition};
@@ -258,6 +259,22 @@ impl CircuitBreaker {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// The name, shared (for fallback causes).
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.inner.name.clone()
+    }
+
+    /// Tells observers that a fallback was served for a call through this breaker.
+    pub fn notify_fallback(&self, cause: &'static str) {
+        let event = FallbackEvent {
+            breaker: self.inner.labels(),
+            cause,
+        };
+        for o in self.inner.observers.iter() {
+            o.on_fallback(&event);
+        }
+    }
+
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
     }
@@ -400,7 +417,10 @@ impl CircuitBreaker {
 
     fn set_mode(&self, mode: Mode, state: CircuitBreakerState) {
         let inner = &*self.inner;
-        if let Some(t) = inner.core.set_mode(mode, state, &|| inner.clock.now_nanos()) {
+        if let Some(t) = inner
+            .core
+            .set_mode(mode, state, &|| inner.clock.now_nanos())
+        {
             inner.emit_transition(&t);
         } else {
             tracing::info!(breaker = %inner.name, ?mode, "circuit breaker mode set");

@@ -453,12 +453,10 @@ impl Core {
                         );
                     }
                     let next = next_word(w, CircuitBreakerState::HalfOpen, mode, 1);
-                    match self.word.compare_exchange(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self
+                        .word
+                        .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
+                    {
                         Ok(_) => {
                             let ticket = Ticket {
                                 generation: generation(next),
@@ -607,12 +605,7 @@ impl Core {
         }
         if let Some(window) = &self.window {
             let mut window = lock(window);
-            window.record(
-                generation_of_call,
-                outcome == Outcome::Failure,
-                slow,
-                now,
-            );
+            window.record(generation_of_call, outcome == Outcome::Failure, slow, now);
             if reason.is_none() {
                 reason = window.verdict(
                     self.limits.failure_rate,
@@ -656,12 +649,10 @@ impl Core {
                         return None;
                     }
                     let next = next_word(w, CircuitBreakerState::Closed, Mode::from_bits(w), 0);
-                    match self.word.compare_exchange(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self
+                        .word
+                        .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
+                    {
                         Ok(_) => {
                             self.reopens.store(0, Ordering::Relaxed);
                             return Some(Transition {
@@ -689,12 +680,10 @@ impl Core {
             {
                 return;
             }
-            match self.word.compare_exchange(
-                w,
-                w - PROBE_ONE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .word
+                .compare_exchange(w, w - PROBE_ONE, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return,
                 Err(seen) => w = seen,
             }
@@ -772,8 +761,10 @@ impl Core {
         loop {
             let next = next_word(w, state, mode, 0);
             if state == CircuitBreakerState::Open {
-                self.open_until
-                    .store(now().saturating_add(self.limits.open_nanos), Ordering::Release);
+                self.open_until.store(
+                    now().saturating_add(self.limits.open_nanos),
+                    Ordering::Release,
+                );
             }
             match self
                 .word
@@ -861,9 +852,14 @@ mod tests {
         // after the open time, a probe; a stale failure from the old closed period is dropped
         let probe = ticket(admit(&core, 20 * S));
         assert_eq!(probe.kind, TicketKind::Probe);
-        assert!(core.record(old, Outcome::Failure, false, &|| 20 * S).is_none());
+        assert!(
+            core.record(old, Outcome::Failure, false, &|| 20 * S)
+                .is_none()
+        );
         assert_eq!(core.state(), CircuitBreakerState::HalfOpen);
-        let closed = core.record(probe, Outcome::Success, false, &|| 20 * S).unwrap();
+        let closed = core
+            .record(probe, Outcome::Success, false, &|| 20 * S)
+            .unwrap();
         assert_eq!(closed.to, CircuitBreakerState::Closed);
     }
 

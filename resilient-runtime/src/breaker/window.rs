@@ -19,10 +19,7 @@ enum Kind {
     /// A ring of the last `slots.len()` calls: bit 0 failure, bit 1 slow, bit 2 used.
     Count { slots: Vec<u8>, next: usize },
     /// One bucket per second.
-    Time {
-        buckets: Vec<Bucket>,
-        last_sec: u64,
-    },
+    Time { buckets: Vec<Bucket>, last_sec: u64 },
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -62,6 +62,15 @@ pub struct RejectionEvent<'a> {
     pub shadow: bool,
 }
 
+/// A generated client served a fallback instead of an error.
+#[derive(Debug, Clone, Copy)]
+pub struct FallbackEvent<'a> {
+    /// The breaker of the RPC.
+    pub breaker: BreakerLabels<'a>,
+    /// `"open"`, `"timeout"` or `"failure"`.
+    pub cause: &'static str,
+}
+
 /// Receives breaker events. Every method has a no-op default.
 ///
 /// ```
@@ -86,6 +95,8 @@ pub trait Observer: Send + Sync + 'static {
     fn on_outcome(&self, _event: &OutcomeEvent<'_>) {}
     /// A call was rejected.
     fn on_rejection(&self, _event: &RejectionEvent<'_>) {}
+    /// A fallback was served.
+    fn on_fallback(&self, _event: &FallbackEvent<'_>) {}
     /// Whether [`OutcomeEvent::latency`] should be measured (two clock reads per call).
     fn wants_latency(&self) -> bool {
         false

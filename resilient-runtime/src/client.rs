@@ -1,0 +1,372 @@
+//! The runtime state of one generated client: a breaker, a deadline and a fallback
+//! switch per RPC, resolved from the build-time spec, the environment preset and the
+//! operator's runtime config.
+//!
+//! Precedence, highest first: runtime config (`RESILIENT_CONFIG`, per RPC then per
+//! service) > build-time policy (build.rs and proto options, merged by `resilient-build`)
+//! > environment preset (`RESILIENT_ENV`). An RPC with no deadline anywhere gets
+//! [`DEFAULT_TIMEOUT`]: no call waits forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, ConfigError, Environment, Mode};
+use crate::classify::GrpcClassifier;
+use crate::config::{PolicyOverride, RuntimeConfig};
+use crate::spec::{FallbackMode, MethodSpec, ServiceSpec};
+
+/// The deadline of an RPC that sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Breakers and policies of one generated client. Clones of the client share it.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    spec: &'static ServiceSpec,
+    methods: Box<[MethodRuntime]>,
+}
+
+/// The effective policy of one RPC and its breaker.
+#[derive(Debug, Clone)]
+pub struct MethodRuntime {
+    spec: &'static MethodSpec,
+    breaker: CircuitBreaker,
+    timeout: Duration,
+    fallback: FallbackMode,
+    classifier: GrpcClassifier,
+}
+
+impl MethodRuntime {
+    /// The RPC's build-time spec.
+    pub fn spec(&self) -> &'static MethodSpec {
+        self.spec
+    }
+
+    /// Its breaker (shared with the other RPCs when the service uses one breaker).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Its deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The causes that go to a fallback.
+    pub fn fallback(&self) -> FallbackMode {
+        self.fallback
+    }
+
+    /// How its statuses are classified.
+    pub fn classifier(&self) -> &GrpcClassifier {
+        &self.classifier
+    }
+}
+
+/// Why a generated client's `connect` failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The transport could not connect.
+    Transport(tonic::transport::Error),
+    /// The runtime config is invalid.
+    Config(ConfigError),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Transport(e) => write!(f, "cannot connect: {e}"),
+            ConnectError::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Transport(e) => Some(e),
+            ConnectError::Config(e) => Some(e),
+        }
+    }
+}
+
+impl ServiceRuntime {
+    /// Resolves `spec` with `RESILIENT_ENV` and `RESILIENT_CONFIG`; an unknown
+    /// environment, an unreadable file, an unknown key or a bad value is an error naming
+    /// the key.
+    pub fn try_new(spec: &'static ServiceSpec) -> Result<Arc<ServiceRuntime>, ConfigError> {
+        let env = Environment::from_env()?;
+        let config = RuntimeConfig::from_env()?;
+        ServiceRuntime::resolve(spec, env, config.as_ref())
+    }
+
+    /// Like [`try_new`](Self::try_new), but a bad environment or config is logged
+    /// (`tracing::error!`) and the build-time policy with the production preset is used,
+    /// so that a typo in an operator's file never takes the service down.
+    pub fn new_or_log(spec: &'static ServiceSpec) -> Arc<ServiceRuntime> {
+        match ServiceRuntime::try_new(spec) {
+            Ok(rt) => rt,
+            Err(error) => {
+                tracing::error!(
+                    service = spec.path,
+                    %error,
+                    "invalid resilient runtime config; using the build-time policy"
+                );
+                let env = Environment::from_env().unwrap_or(Environment::Production);
+                match ServiceRuntime::resolve(spec, env, None) {
+                    Ok(rt) => rt,
+                    Err(_) => ServiceRuntime::resolve(spec, Environment::Production, None)
+                        .unwrap_or_else(|_| ServiceRuntime::lenient(spec)),
+                }
+            }
+        }
+    }
+
+    /// Resolves `spec` for `env` with optional overrides (no environment read).
+    pub fn resolve(
+        spec: &'static ServiceSpec,
+        env: Environment,
+        config: Option<&RuntimeConfig>,
+    ) -> Result<Arc<ServiceRuntime>, ConfigError> {
+        if let Some(config) = config {
+            config.check_service(spec)?;
+        }
+        let service_override = config.and_then(|c| c.get(spec.path));
+        let logical = spec.logical_name();
+        let mut shared: Option<CircuitBreaker> = None;
+        let mut methods = Vec::with_capacity(spec.methods.len());
+        for method in spec.methods {
+            let path = format!("{}.{}", spec.path, method.name);
+            let method_override = config.and_then(|c| c.get(&path));
+            let layers = [method_override, service_override];
+            let pick = |f: &dyn Fn(&PolicyOverride) -> Option<u64>| {
+                layers.iter().flatten().find_map(|o| f(o))
+            };
+            let preset = CircuitBreakerConfig::for_environment(env);
+            let p = &method.policy;
+            let breaker_config = CircuitBreakerConfig {
+                failure_threshold: pick(&|o| o.failure_threshold.map(u64::from))
+                    .map(|v| v as u32)
+                    .or(p.failure_threshold)
+                    .unwrap_or(preset.failure_threshold),
+                success_threshold: pick(&|o| o.success_threshold.map(u64::from))
+                    .map(|v| v as u32)
+                    .or(p.success_threshold)
+                    .unwrap_or(preset.success_threshold),
+                timeout: layers
+                    .iter()
+                    .flatten()
+                    .find_map(|o| o.open_for())
+                    .or(p.open_for)
+                    .unwrap_or(preset.timeout),
+                half_open_max_calls: pick(&|o| o.half_open_max_calls.map(u64::from))
+                    .map(|v| v as u32)
+                    .or(p.half_open_max_calls)
+                    .unwrap_or(preset.half_open_max_calls),
+                ..preset
+            };
+            breaker_config.validate().map_err(|e| e.in_source(&path))?;
+            let timeout = layers
+                .iter()
+                .flatten()
+                .find_map(|o| o.timeout())
+                .or(p.timeout)
+                .unwrap_or(DEFAULT_TIMEOUT);
+            if timeout.is_zero() {
+                return Err(ConfigError::new(
+                    format!("{path}.timeout"),
+                    "must be above zero",
+                ));
+            }
+            let fallback = layers
+                .iter()
+                .flatten()
+                .find_map(|o| o.fallback.as_ref().map(|f| f.mode()))
+                .or(p.fallback)
+                .unwrap_or(FallbackMode::DEFAULT);
+            let mode = layers
+                .iter()
+                .flatten()
+                .find_map(|o| o.mode.map(|m| m.mode()));
+            let breaker = match (&shared, spec.shared_breaker) {
+                (Some(b), true) => b.clone(),
+                _ => {
+                    let rpc = if spec.shared_breaker {
+                        "*"
+                    } else {
+                        method.name
+                    };
+                    let b = CircuitBreaker::builder(breaker_config)
+                        .name(format!("{logical}/{rpc}"))
+                        .labels(logical.clone(), rpc)
+                        .build()?;
+                    apply_mode(&b, mode);
+                    if spec.shared_breaker {
+                        shared = Some(b.clone());
+                    }
+                    b
+                }
+            };
+            methods.push(MethodRuntime {
+                spec: method,
+                breaker,
+                timeout,
+                fallback,
+                classifier: GrpcClassifier::default(),
+            });
+        }
+        Ok(Arc::new(ServiceRuntime {
+            spec,
+            methods: methods.into_boxed_slice(),
+        }))
+    }
+
+    /// Last resort: every value repaired rather than rejected.
+    fn lenient(spec: &'static ServiceSpec) -> Arc<ServiceRuntime> {
+        let logical = spec.logical_name();
+        let methods = spec
+            .methods
+            .iter()
+            .map(|m| MethodRuntime {
+                spec: m,
+                breaker: CircuitBreaker::builder(CircuitBreakerConfig::default())
+                    .name(format!("{logical}/{}", m.name))
+                    .labels(logical.clone(), m.name)
+                    .build()
+                    .unwrap_or_else(|_| CircuitBreaker::new(CircuitBreakerConfig::default())),
+                timeout: m
+                    .policy
+                    .timeout
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(DEFAULT_TIMEOUT),
+                fallback: FallbackMode::DEFAULT,
+                classifier: GrpcClassifier::default(),
+            })
+            .collect();
+        Arc::new(ServiceRuntime { spec, methods })
+    }
+
+    /// The service's build-time spec.
+    pub fn spec(&self) -> &'static ServiceSpec {
+        self.spec
+    }
+
+    /// The RPC at `index` in the spec's order. Generated code passes only valid indices.
+    #[inline]
+    pub fn method(&self, index: usize) -> &MethodRuntime {
+        &self.methods[index]
+    }
+
+    /// Every RPC, in proto order.
+    pub fn methods(&self) -> &[MethodRuntime] {
+        &self.methods
+    }
+
+    /// The breaker of the RPC with this proto name (`"ValidateToken"`).
+    pub fn breaker(&self, rpc: &str) -> Option<&CircuitBreaker> {
+        self.methods
+            .iter()
+            .find(|m| m.spec.name == rpc)
+            .map(|m| &m.breaker)
+    }
+}
+
+fn apply_mode(breaker: &CircuitBreaker, mode: Option<Mode>) {
+    match mode {
+        None | Some(Mode::Normal) => {}
+        Some(Mode::ForcedOpen) => breaker.force_open(),
+        Some(Mode::ForcedClosed) => breaker.force_closed(),
+        Some(Mode::Disabled) => breaker.disable(),
+        Some(Mode::MetricsOnly) => breaker.metrics_only(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{PolicySpec, RpcKind};
+
+    static SPEC: ServiceSpec = ServiceSpec {
+        path: ".nova.auth.v1.AuthService",
+        name: "AuthService",
+        shared_breaker: false,
+        methods: &[
+            MethodSpec {
+                name: "ValidateToken",
+                kind: RpcKind::Unary,
+                idempotent: true,
+                policy: PolicySpec {
+                    failure_threshold: Some(3),
+                    timeout: Some(Duration::from_secs(2)),
+                    ..PolicySpec::EMPTY
+                },
+            },
+            MethodSpec {
+                name: "Refresh",
+                kind: RpcKind::Unary,
+                idempotent: false,
+                policy: PolicySpec::EMPTY,
+            },
+        ],
+    };
+
+    static SHARED: ServiceSpec = ServiceSpec {
+        shared_breaker: true,
+        ..SPEC
+    };
+
+    #[test]
+    fn precedence_runtime_over_build_over_preset() {
+        let rt = ServiceRuntime::resolve(&SPEC, Environment::Staging, None).unwrap();
+        let v = rt.method(0);
+        assert_eq!(v.breaker().config().failure_threshold, 3); // build time
+        assert_eq!(v.breaker().config().success_threshold, 2); // staging preset
+        assert_eq!(v.timeout(), Duration::from_secs(2));
+        assert_eq!(rt.method(1).timeout(), DEFAULT_TIMEOUT);
+        assert_eq!(v.breaker().name(), "auth-service/ValidateToken");
+        assert_eq!(v.breaker().service(), "auth-service");
+
+        let config = RuntimeConfig::from_toml_str(
+            "r.toml",
+            r#"
+[".nova.auth.v1.AuthService"]
+failure_threshold = 7
+timeout_ms = 900
+[".nova.auth.v1.AuthService.ValidateToken"]
+timeout_ms = 100
+fallback = false
+mode = "forced_open"
+"#,
+        )
+        .unwrap();
+        let rt = ServiceRuntime::resolve(&SPEC, Environment::Staging, Some(&config)).unwrap();
+        let v = rt.method(0);
+        assert_eq!(v.breaker().config().failure_threshold, 7); // service-level runtime beats build
+        assert_eq!(v.timeout(), Duration::from_millis(100)); // rpc-level runtime beats service-level
+        assert_eq!(v.fallback(), FallbackMode::OFF);
+        assert_eq!(v.breaker().mode(), Mode::ForcedOpen);
+        assert_eq!(rt.method(1).timeout(), Duration::from_millis(900));
+        assert!(rt.breaker("Refresh").is_some());
+        assert!(rt.breaker("Nope").is_none());
+    }
+
+    #[test]
+    fn shared_breaker_is_one_breaker() {
+        let rt = ServiceRuntime::resolve(&SHARED, Environment::Production, None).unwrap();
+        assert!(rt.method(0).breaker().ptr_eq(rt.method(1).breaker()));
+        assert_eq!(rt.method(0).breaker().rpc(), "*");
+        let rt = ServiceRuntime::resolve(&SPEC, Environment::Production, None).unwrap();
+        assert!(!rt.method(0).breaker().ptr_eq(rt.method(1).breaker()));
+    }
+
+    #[test]
+    fn unknown_rpc_in_runtime_config_is_rejected() {
+        let config = RuntimeConfig::from_toml_str(
+            "r.toml",
+            "[\".nova.auth.v1.AuthService.Refesh\"]\ntimeout_ms = 1\n",
+        )
+        .unwrap();
+        let err =
+            ServiceRuntime::resolve(&SPEC, Environment::Production, Some(&config)).unwrap_err();
+        assert!(err.to_string().contains("Refresh"), "{err}");
+    }
+}
