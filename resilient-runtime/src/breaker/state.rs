@@ -699,7 +699,7 @@ impl Core {
         now: &impl Fn() -> u64,
     ) -> Option<Transition> {
         let reopens = if from == CircuitBreakerState::HalfOpen {
-            self.reopens.load(Ordering::Relaxed)
+            self.reopens.load(Ordering::Relaxed).saturating_add(1)
         } else {
             0
         };
