@@ -269,18 +269,23 @@ fn next_word(word: u64, state: CircuitBreakerState, mode: Mode, probes: u64) -> 
     ((generation(word) + 1) << GEN_SHIFT) | (probes << PROBE_SHIFT) | mode.bits() | state.bits()
 }
 
-/// Increments a generation-tagged counter; a counter of another generation restarts at 1.
-fn increment_tagged(counter: &AtomicU64, generation: u64) -> u32 {
+/// Increments a generation-tagged counter; a counter of an older generation restarts at
+/// 1. A counter already tagged with a newer generation is left alone (`None`): the call
+/// is stale, and must not wipe the newer generation's count.
+fn increment_tagged(counter: &AtomicU64, generation: u64) -> Option<u32> {
     let tag = tag(generation);
     let mut current = counter.load(Ordering::Relaxed);
     loop {
-        let next = if current & !COUNT_MASK == tag {
+        let current_tag = current & !COUNT_MASK;
+        let next = if current_tag == tag {
             tag | ((current & COUNT_MASK) + 1).min(COUNT_MASK)
+        } else if ((current_tag >> 32) as u32).wrapping_sub(generation as u32) as i32 > 0 {
+            return None;
         } else {
             tag | 1
         };
         match counter.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return (next & COUNT_MASK) as u32,
+            Ok(_) => return Some((next & COUNT_MASK) as u32),
             Err(seen) => current = seen,
         }
     }
@@ -596,7 +601,7 @@ impl Core {
                 }
             }
             Outcome::Failure => {
-                let n = increment_tagged(&self.failures, generation_of_call);
+                let n = increment_tagged(&self.failures, generation_of_call)?;
                 if n >= self.limits.failure_threshold {
                     reason = Some(TransitionReason::ConsecutiveFailures(n));
                 }
@@ -636,7 +641,15 @@ impl Core {
                 now,
             ),
             Outcome::Success => {
-                let n = increment_tagged(&self.successes, generation_of_call);
+                let w = self.word.load(Ordering::Acquire);
+                if generation(w) != generation_of_call
+                    || CircuitBreakerState::from_bits(w) != CircuitBreakerState::HalfOpen
+                {
+                    return None; // a probe of an earlier half-open period
+                }
+                let Some(n) = increment_tagged(&self.successes, generation_of_call) else {
+                    return None;
+                };
                 if n < self.limits.success_threshold {
                     self.release(generation_of_call);
                     return None;
@@ -866,11 +879,14 @@ mod tests {
     #[test]
     fn tagged_counter_restarts_on_a_new_generation() {
         let c = AtomicU64::new(0);
-        assert_eq!(increment_tagged(&c, 7), 1);
-        assert_eq!(increment_tagged(&c, 7), 2);
+        assert_eq!(increment_tagged(&c, 7), Some(1));
+        assert_eq!(increment_tagged(&c, 7), Some(2));
         assert_eq!(read_tagged(&c, 7), 2);
         assert_eq!(read_tagged(&c, 8), 0);
-        assert_eq!(increment_tagged(&c, 8), 1);
+        assert_eq!(increment_tagged(&c, 8), Some(1));
+        // a stale increment does not wipe the newer generation's count
+        assert_eq!(increment_tagged(&c, 7), None);
+        assert_eq!(read_tagged(&c, 8), 1);
     }
 
     #[test]
