@@ -6,14 +6,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "tools the tests use (promtool, dnsmasq, etcd, chromium)"
+scripts/install-deps.sh
+
 step "format"
 cargo fmt --all --check
 
 step "clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-step "tests (unit, integration, doc)"
-cargo test --workspace --locked
+step "tests (unit, integration, doc; including those that need the tools above)"
+cargo test --workspace --all-features --locked -- --include-ignored
 
 step "loom: exhaustive interleavings of half-open admission"
 RUSTFLAGS="--cfg resilient_loom" CARGO_TARGET_DIR=target/loom \
