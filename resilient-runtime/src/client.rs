@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, ConfigError, Environment, Mode};
+use crate::bulkhead::Bulkhead;
 use crate::classify::GrpcClassifier;
-use crate::config::{PolicyOverride, RuntimeConfig};
-use crate::spec::{FallbackMode, MethodSpec, ServiceSpec};
+use crate::config::{PolicyOverride, RuntimeConfig, code_from_name};
+use crate::retry::{RetryBudget, RetryBudgetConfig};
+use crate::spec::{BulkheadSpec, CodeSet, FallbackMode, MethodSpec, RetrySpec, ServiceSpec};
 
 /// The deadline of an RPC that sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,9 +35,28 @@ pub struct MethodRuntime {
     timeout: Duration,
     fallback: FallbackMode,
     classifier: GrpcClassifier,
+    retry: Option<RetrySpec>,
+    bulkhead: Option<Bulkhead>,
+    budget: RetryBudget,
 }
 
 impl MethodRuntime {
+    /// Its retry policy: `None` when it sets none, or when the RPC is not idempotent
+    /// (such RPCs are never retried, whatever the config says).
+    pub fn retry(&self) -> Option<&RetrySpec> {
+        self.retry.as_ref()
+    }
+
+    /// Its bulkhead, if it has a concurrency limit.
+    pub fn bulkhead(&self) -> Option<&Bulkhead> {
+        self.bulkhead.as_ref()
+    }
+
+    /// The retry budget of its service.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
     /// The RPC's build-time spec.
     pub fn spec(&self) -> &'static MethodSpec {
         self.spec
@@ -132,7 +153,18 @@ impl ServiceRuntime {
         }
         let service_override = config.and_then(|c| c.get(spec.path));
         let logical = spec.logical_name();
+        let defaults = RetryBudgetConfig::default();
+        let budget = RetryBudget::new(RetryBudgetConfig {
+            percent: service_override
+                .and_then(|o| o.retry_budget_percent)
+                .unwrap_or(defaults.percent),
+            min_per_second: service_override
+                .and_then(|o| o.retry_budget_min_per_second)
+                .unwrap_or(defaults.min_per_second),
+            ..defaults
+        });
         let mut shared: Option<CircuitBreaker> = None;
+        let mut shared_bulkhead: Option<Bulkhead> = None;
         let mut methods = Vec::with_capacity(spec.methods.len());
         for method in spec.methods {
             let path = format!("{}.{}", spec.path, method.name);
@@ -187,6 +219,22 @@ impl ServiceRuntime {
                 .iter()
                 .flatten()
                 .find_map(|o| o.mode.map(|m| m.mode()));
+            let retry = resolve_retry(&path, method, &layers);
+            let bulkhead = resolve_bulkhead(method, &layers).map(|b| {
+                if b.shared {
+                    shared_bulkhead
+                        .get_or_insert_with(|| {
+                            Bulkhead::new(format!("{logical}/*"), b.max_concurrent, b.max_wait)
+                        })
+                        .clone()
+                } else {
+                    Bulkhead::new(
+                        format!("{logical}/{}", method.name),
+                        b.max_concurrent,
+                        b.max_wait,
+                    )
+                }
+            });
             let breaker = match (&shared, spec.shared_breaker) {
                 (Some(b), true) => b.clone(),
                 _ => {
@@ -212,6 +260,9 @@ impl ServiceRuntime {
                 timeout,
                 fallback,
                 classifier: GrpcClassifier::default(),
+                retry,
+                bulkhead,
+                budget: budget.clone(),
             });
         }
         Ok(Arc::new(ServiceRuntime {
@@ -223,6 +274,7 @@ impl ServiceRuntime {
     /// Last resort: every value repaired rather than rejected.
     fn lenient(spec: &'static ServiceSpec) -> Arc<ServiceRuntime> {
         let logical = spec.logical_name();
+        let budget = RetryBudget::new(RetryBudgetConfig::default());
         let methods = spec
             .methods
             .iter()
@@ -240,6 +292,9 @@ impl ServiceRuntime {
                     .unwrap_or(DEFAULT_TIMEOUT),
                 fallback: FallbackMode::DEFAULT,
                 classifier: GrpcClassifier::default(),
+                retry: None,
+                bulkhead: None,
+                budget: budget.clone(),
             })
             .collect();
         Arc::new(ServiceRuntime { spec, methods })
@@ -268,6 +323,82 @@ impl ServiceRuntime {
             .find(|m| m.spec.name == rpc)
             .map(|m| &m.breaker)
     }
+}
+
+/// The retry policy of one RPC: runtime overrides over the build-time spec; none for an
+/// RPC that is not idempotent.
+fn resolve_retry(
+    path: &str,
+    method: &MethodSpec,
+    layers: &[Option<&PolicyOverride>; 2],
+) -> Option<RetrySpec> {
+    let set = || layers.iter().flatten();
+    let asked = method.policy.retry.is_some() || set().any(|o| o.max_attempts.is_some());
+    if !asked {
+        return None;
+    }
+    if !method.idempotent {
+        tracing::warn!(
+            rpc = path,
+            "retries are configured but the RPC is not idempotent; it is never retried \
+             (mark it with `option idempotency_level = IDEMPOTENT` or NO_SIDE_EFFECTS)"
+        );
+        return None;
+    }
+    let base = method.policy.retry.unwrap_or(RetrySpec::DEFAULT);
+    let retryable = set()
+        .find_map(|o| o.retryable_codes.as_ref())
+        .map(|names| {
+            let codes: Vec<i32> = names
+                .iter()
+                .filter_map(|n| code_from_name(n))
+                .map(|c| c as i32)
+                .collect();
+            CodeSet::of(&codes)
+        })
+        .unwrap_or(base.retryable);
+    let spec = RetrySpec {
+        max_attempts: set()
+            .find_map(|o| o.max_attempts)
+            .unwrap_or(base.max_attempts)
+            .clamp(1, 10),
+        initial_backoff: set()
+            .find_map(|o| o.initial_backoff_ms.map(Duration::from_millis))
+            .unwrap_or(base.initial_backoff),
+        max_backoff: set()
+            .find_map(|o| o.max_backoff_ms.map(Duration::from_millis))
+            .unwrap_or(base.max_backoff),
+        multiplier: set()
+            .find_map(|o| o.backoff_multiplier)
+            .unwrap_or(base.multiplier),
+        retryable,
+        attempt_timeout: set()
+            .find_map(|o| o.attempt_timeout_ms.map(Duration::from_millis))
+            .or(base.attempt_timeout),
+    };
+    (spec.max_attempts > 1).then_some(spec)
+}
+
+fn resolve_bulkhead(
+    method: &MethodSpec,
+    layers: &[Option<&PolicyOverride>; 2],
+) -> Option<BulkheadSpec> {
+    let set = || layers.iter().flatten();
+    let base = method.policy.bulkhead;
+    let max_concurrent = set()
+        .find_map(|o| o.max_concurrent)
+        .or(base.map(|b| b.max_concurrent))?;
+    Some(BulkheadSpec {
+        max_concurrent,
+        max_wait: set()
+            .find_map(|o| o.max_wait_ms.map(Duration::from_millis))
+            .or(base.map(|b| b.max_wait))
+            .unwrap_or(Duration::ZERO),
+        shared: set()
+            .find_map(|o| o.bulkhead_shared)
+            .or(base.map(|b| b.shared))
+            .unwrap_or(false),
+    })
 }
 
 fn apply_mode(breaker: &CircuitBreaker, mode: Option<Mode>) {

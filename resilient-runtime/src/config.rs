@@ -50,6 +50,28 @@ pub struct PolicyOverride {
     pub fallback: Option<FallbackSetting>,
     /// An operator override of the breaker's mode.
     pub mode: Option<ModeSetting>,
+    /// Attempts in all, the first included (1 = no retry; idempotent RPCs only).
+    pub max_attempts: Option<u32>,
+    /// The cap of the first retry's backoff, in milliseconds.
+    pub initial_backoff_ms: Option<u64>,
+    /// The largest backoff cap, in milliseconds.
+    pub max_backoff_ms: Option<u64>,
+    /// Growth of the backoff cap per attempt (≥ 1).
+    pub backoff_multiplier: Option<f64>,
+    /// Status codes worth a retry, by name (`["UNAVAILABLE", "RESOURCE_EXHAUSTED"]`).
+    pub retryable_codes: Option<Vec<String>>,
+    /// The deadline of one attempt, in milliseconds.
+    pub attempt_timeout_ms: Option<u64>,
+    /// Calls in flight at most (a bulkhead).
+    pub max_concurrent: Option<u32>,
+    /// How long a call over `max_concurrent` waits for a slot, in milliseconds.
+    pub max_wait_ms: Option<u64>,
+    /// Share one bulkhead among the service's RPCs that set this.
+    pub bulkhead_shared: Option<bool>,
+    /// Retry budget (service tables): retries per request in the last 10 s.
+    pub retry_budget_percent: Option<f64>,
+    /// Retry budget (service tables): retries per second always allowed.
+    pub retry_budget_min_per_second: Option<u32>,
 }
 
 /// The `fallback` value: a switch or a list of causes.
@@ -194,6 +216,46 @@ impl RuntimeConfig {
         {
             return Err(ConfigError::new(self.key(path, "target"), "is empty"));
         }
+        if let Some(n) = entry.max_attempts
+            && !(1..=10).contains(&n)
+        {
+            return Err(ConfigError::new(
+                self.key(path, "max_attempts"),
+                "must be between 1 and 10",
+            ));
+        }
+        if let Some(m) = entry.backoff_multiplier
+            && !(m.is_finite() && m >= 1.0)
+        {
+            return Err(ConfigError::new(
+                self.key(path, "backoff_multiplier"),
+                "must be a finite number of at least 1",
+            ));
+        }
+        if let Some(codes) = &entry.retryable_codes {
+            for code in codes {
+                if code_from_name(code).is_none() {
+                    return Err(ConfigError::new(
+                        self.key(path, "retryable_codes"),
+                        format!("unknown status code {code:?}; use names like \"UNAVAILABLE\""),
+                    ));
+                }
+            }
+        }
+        if entry.attempt_timeout_ms == Some(0) {
+            return Err(zero("attempt_timeout_ms"));
+        }
+        if entry.max_concurrent == Some(0) {
+            return Err(zero("max_concurrent"));
+        }
+        if let Some(p) = entry.retry_budget_percent
+            && !(p.is_finite() && (0.0..=10.0).contains(&p))
+        {
+            return Err(ConfigError::new(
+                self.key(path, "retry_budget_percent"),
+                "must be between 0 and 10 (retries per request)",
+            ));
+        }
         Ok(())
     }
 
@@ -242,6 +304,32 @@ impl RuntimeConfig {
     pub fn source(&self) -> &str {
         &self.source
     }
+}
+
+/// The gRPC code named `name` (`"UNAVAILABLE"`, case-insensitive).
+pub fn code_from_name(name: &str) -> Option<tonic::Code> {
+    use tonic::Code::*;
+    let code = match name.trim().to_ascii_uppercase().as_str() {
+        "OK" => Ok,
+        "CANCELLED" => Cancelled,
+        "UNKNOWN" => Unknown,
+        "INVALID_ARGUMENT" => InvalidArgument,
+        "DEADLINE_EXCEEDED" => DeadlineExceeded,
+        "NOT_FOUND" => NotFound,
+        "ALREADY_EXISTS" => AlreadyExists,
+        "PERMISSION_DENIED" => PermissionDenied,
+        "RESOURCE_EXHAUSTED" => ResourceExhausted,
+        "FAILED_PRECONDITION" => FailedPrecondition,
+        "ABORTED" => Aborted,
+        "OUT_OF_RANGE" => OutOfRange,
+        "UNIMPLEMENTED" => Unimplemented,
+        "INTERNAL" => Internal,
+        "UNAVAILABLE" => Unavailable,
+        "DATA_LOSS" => DataLoss,
+        "UNAUTHENTICATED" => Unauthenticated,
+        _ => return None,
+    };
+    Some(code)
 }
 
 impl PolicyOverride {

@@ -67,3 +67,178 @@ mod tests {
         );
     }
 }
+
+/// The deadline of the request being served, captured by [`DeadlinePropagationLayer`]:
+/// outgoing calls made while handling it get at most the time left, minus `margin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inherited {
+    /// When the incoming request's caller gives up.
+    pub deadline: std::time::Instant,
+    /// Time kept back for the answer to travel back.
+    pub margin: Duration,
+}
+
+tokio::task_local! {
+    static INHERITED: Option<Inherited>;
+}
+
+/// The deadline inherited from the request being served on this task, if any.
+pub fn inherited() -> Option<Inherited> {
+    INHERITED.try_with(|d| *d).ok().flatten()
+}
+
+/// Time left for an outgoing call under the inherited deadline (after the margin):
+/// `None` when there is no inherited deadline.
+pub fn remaining() -> Option<Duration> {
+    inherited().map(|i| {
+        i.deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(i.margin)
+    })
+}
+
+/// Runs `f` with `deadline` as the inherited deadline (the earlier one wins when already
+/// inside one). Use it to carry a deadline into a spawned task.
+pub async fn scope<F: std::future::Future>(deadline: Inherited, f: F) -> F::Output {
+    let effective = match inherited() {
+        Some(outer) if outer.deadline < deadline.deadline => outer,
+        _ => deadline,
+    };
+    INHERITED.scope(Some(effective), f).await
+}
+
+/// A tower layer for tonic servers: captures each incoming request's `grpc-timeout`, so
+/// that resilient clients called while handling it get at most the time left.
+///
+/// ```
+/// # fn server() {
+/// use resilient_runtime::deadline::DeadlinePropagationLayer;
+/// let _server = tonic::transport::Server::builder().layer(DeadlinePropagationLayer::new());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlinePropagationLayer {
+    margin: Duration,
+}
+
+impl DeadlinePropagationLayer {
+    /// The margin kept back for the answer: 5 ms.
+    pub const DEFAULT_MARGIN: Duration = Duration::from_millis(5);
+
+    /// A layer with the default margin.
+    pub fn new() -> Self {
+        Self {
+            margin: Self::DEFAULT_MARGIN,
+        }
+    }
+
+    /// A layer that keeps `margin` of each deadline back.
+    pub fn with_margin(margin: Duration) -> Self {
+        Self { margin }
+    }
+}
+
+impl Default for DeadlinePropagationLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> tower::Layer<S> for DeadlinePropagationLayer {
+    type Service = DeadlinePropagation<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlinePropagation {
+            inner,
+            margin: self.margin,
+        }
+    }
+}
+
+/// The service of [`DeadlinePropagationLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadlinePropagation<S> {
+    inner: S,
+    margin: Duration,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for DeadlinePropagation<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tokio::task::futures::TaskLocalFuture<Option<Inherited>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let deadline = request
+            .headers()
+            .get(GRPC_TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|t| Inherited {
+                deadline: std::time::Instant::now() + t,
+                margin: self.margin,
+            });
+        INHERITED.scope(deadline, self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod propagation_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scope_keeps_the_earlier_deadline_and_remaining_subtracts_the_margin() {
+        assert_eq!(remaining(), None);
+        let now = std::time::Instant::now();
+        let outer = Inherited {
+            deadline: now + Duration::from_millis(100),
+            margin: Duration::from_millis(10),
+        };
+        let later = Inherited {
+            deadline: now + Duration::from_secs(10),
+            margin: Duration::ZERO,
+        };
+        scope(outer, async {
+            let left = remaining().unwrap();
+            assert!(left <= Duration::from_millis(90) && left > Duration::from_millis(50));
+            scope(later, async {
+                assert_eq!(
+                    inherited(),
+                    Some(outer),
+                    "a later deadline cannot extend it"
+                );
+            })
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_layer_captures_grpc_timeout() {
+        use tower::{Layer, Service, ServiceExt};
+        let svc = tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(remaining())
+        });
+        let mut svc = DeadlinePropagationLayer::with_margin(Duration::from_millis(5)).layer(svc);
+        let req = http::Request::builder()
+            .header(GRPC_TIMEOUT_HEADER, "200m")
+            .body(())
+            .unwrap();
+        let left = svc.ready().await.unwrap().call(req).await.unwrap().unwrap();
+        assert!(
+            left <= Duration::from_millis(195) && left > Duration::from_millis(150),
+            "{left:?}"
+        );
+        let req = http::Request::builder().body(()).unwrap();
+        assert_eq!(svc.ready().await.unwrap().call(req).await.unwrap(), None);
+    }
+}

@@ -59,6 +59,8 @@ pub mod registry;
 mod sync;
 
 #[cfg(feature = "grpc")]
+pub mod bulkhead;
+#[cfg(feature = "grpc")]
 pub mod call;
 #[cfg(feature = "grpc")]
 pub mod client;
@@ -68,6 +70,8 @@ pub mod config;
 pub mod deadline;
 #[cfg(feature = "grpc")]
 mod fallback;
+#[cfg(feature = "grpc")]
+pub mod retry;
 #[cfg(feature = "grpc")]
 pub mod spec;
 #[cfg(feature = "grpc")]
@@ -86,5 +90,11 @@ pub use classify::{GrpcClassifier, is_client_timeout};
 pub use clock::{Clock, FakeClock, SystemClock};
 #[cfg(feature = "grpc")]
 pub use fallback::{FallbackCause, NoFallback};
+#[cfg(feature = "http-endpoint")]
+pub use observe::http::{MetricsServer, MetricsServerBuilder, MetricsServerError};
+#[cfg(feature = "metrics")]
+pub use observe::metrics::Metrics;
+#[cfg(feature = "metrics")]
+pub use observe::{dashboard, metrics};
 #[cfg(feature = "grpc")]
 pub use status::{CIRCUIT_OPEN_METADATA, RETRY_AFTER_METADATA, is_circuit_open, open_status};

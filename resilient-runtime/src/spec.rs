@@ -59,9 +59,91 @@ impl Default for FallbackMode {
     }
 }
 
+/// A set of gRPC status codes, as a bit set (bit `n` is code `n`), so that it can live in
+/// a `const`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeSet(pub u32);
+
+impl CodeSet {
+    /// `UNAVAILABLE` only: the default retryable set.
+    pub const UNAVAILABLE: CodeSet = CodeSet(1 << 14);
+    /// No code.
+    pub const NONE: CodeSet = CodeSet(0);
+
+    /// The set of `codes` (numeric gRPC codes; values above 16 are ignored).
+    pub const fn of(codes: &[i32]) -> CodeSet {
+        let mut bits = 0u32;
+        let mut i = 0;
+        while i < codes.len() {
+            if codes[i] >= 0 && codes[i] <= 16 {
+                bits |= 1 << codes[i];
+            }
+            i += 1;
+        }
+        CodeSet(bits)
+    }
+
+    /// Whether `code` is in the set.
+    pub fn contains(self, code: tonic::Code) -> bool {
+        let n = code as i32;
+        (0..=16).contains(&n) && self.0 & (1 << n) != 0
+    }
+}
+
+/// When and how an RPC is retried. Retries apply only to RPCs that are safe to repeat
+/// ([`MethodSpec::idempotent`]); for others the runtime ignores this.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 = no retry). At most 10.
+    pub max_attempts: u32,
+    /// The cap of the first backoff; each retry waits a random time up to the cap
+    /// ("full jitter").
+    pub initial_backoff: Duration,
+    /// The largest cap.
+    pub max_backoff: Duration,
+    /// Growth of the cap per attempt.
+    pub multiplier: f64,
+    /// The codes worth another attempt.
+    pub retryable: CodeSet,
+    /// The deadline of one attempt (each attempt gets the smaller of this and what is left
+    /// of the call's deadline). `None`: what is left.
+    pub attempt_timeout: Option<Duration>,
+}
+
+impl RetrySpec {
+    /// 3 attempts, backoff caps 50 ms, 100 ms, ... up to 1 s, on `UNAVAILABLE`.
+    pub const DEFAULT: RetrySpec = RetrySpec {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        multiplier: 2.0,
+        retryable: CodeSet::UNAVAILABLE,
+        attempt_timeout: None,
+    };
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec::DEFAULT
+    }
+}
+
+/// A limit on concurrent calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkheadSpec {
+    /// Calls in flight at most.
+    pub max_concurrent: u32,
+    /// How long a call over the limit may wait for a slot before it is rejected
+    /// (zero: rejected at once).
+    pub max_wait: Duration,
+    /// One limit for every RPC of the service that sets `shared` (instead of one per
+    /// RPC).
+    pub shared: bool,
+}
+
 /// The build-time policy of one RPC: every field the build set (in build.rs or proto
 /// options); `None` is filled from the environment preset when the client is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicySpec {
     /// Consecutive failures that open the circuit.
     pub failure_threshold: Option<u32>,
@@ -75,6 +157,10 @@ pub struct PolicySpec {
     pub half_open_max_calls: Option<u32>,
     /// Which causes go to the fallback.
     pub fallback: Option<FallbackMode>,
+    /// Retries (idempotent RPCs only).
+    pub retry: Option<RetrySpec>,
+    /// A concurrency limit.
+    pub bulkhead: Option<BulkheadSpec>,
 }
 
 impl PolicySpec {
@@ -87,6 +173,8 @@ impl PolicySpec {
         timeout: None,
         half_open_max_calls: None,
         fallback: None,
+        retry: None,
+        bulkhead: None,
     };
 }
 

@@ -264,6 +264,18 @@ impl CircuitBreaker {
         self.inner.name.clone()
     }
 
+    /// Its observers, for events raised outside the breaker (gRPC statuses).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) fn observers(&self) -> &[Arc<dyn Observer>] {
+        &self.inner.observers
+    }
+
+    /// Its labels, as observers see them.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) fn labels(&self) -> BreakerLabels<'_> {
+        self.inner.labels()
+    }
+
     /// Tells observers that a fallback was served for a call through this breaker.
     pub fn notify_fallback(&self, cause: &'static str) {
         let event = FallbackEvent {
@@ -272,6 +284,29 @@ impl CircuitBreaker {
         };
         for o in self.inner.observers.iter() {
             o.on_fallback(&event);
+        }
+    }
+
+    /// Tells observers that a call through this breaker is retried.
+    pub fn notify_retry(&self, attempt: u32, backoff: Duration) {
+        let event = crate::observe::RetryEvent {
+            breaker: self.inner.labels(),
+            attempt,
+            backoff,
+        };
+        for o in self.inner.observers.iter() {
+            o.on_retry(&event);
+        }
+    }
+
+    /// Tells observers that a full bulkhead rejected a call to this breaker's RPC.
+    pub fn notify_bulkhead_rejection(&self, bulkhead: &str) {
+        let event = crate::observe::BulkheadEvent {
+            breaker: self.inner.labels(),
+            bulkhead,
+        };
+        for o in self.inner.observers.iter() {
+            o.on_bulkhead_rejection(&event);
         }
     }
 

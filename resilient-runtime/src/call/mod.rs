@@ -1,35 +1,53 @@
 //! The executors generated clients call, one per RPC kind.
 //!
-//! | kind | deadline covers | outcome recorded |
-//! |---|---|---|
-//! | unary | the whole call | its status |
-//! | client streaming | the whole call | its status |
-//! | server streaming | the response headers | the stream's terminal status, when it ends |
-//! | bidi streaming | the response headers | the stream's terminal status, when it ends |
+//! | kind | deadline covers | retried | outcome recorded |
+//! |---|---|---|---|
+//! | unary | the whole call | yes, when idempotent | its status |
+//! | client streaming | the whole call | no (the stream is consumed) | its status |
+//! | server streaming | the response headers | yes, until headers arrive | the stream's terminal status, when it ends |
+//! | bidi streaming | the response headers | no | the stream's terminal status, when it ends |
 //!
-//! A stream dropped before its end records nothing. The deadline is the RPC's timeout,
-//! or the caller's own (`Request::set_timeout`) when that is shorter. Unary and
-//! client-streaming calls send it to the server as `grpc-timeout`.
+//! A stream dropped before its end records nothing.
 //!
-//! When the call is rejected by an open circuit, times out, or fails, and the policy
-//! sends that cause to the fallback (`FallbackMode`), the fallback's answer is returned
-//! instead of the error. Unary and server-streaming fallbacks receive the request
-//! message; the executor keeps a copy of it only when a timeout or failure could need it.
+//! **Deadlines.** A call's deadline is the smallest of the RPC's timeout, the caller's own
+//! (`Request::set_timeout`) and the deadline inherited from the request being served
+//! ([`crate::deadline::DeadlinePropagationLayer`], minus its margin). One deadline spans
+//! all attempts; each attempt gets the smaller of its own timeout and what is left.
+//! Unary and client-streaming calls send it to the server as `grpc-timeout`. When the
+//! deadline that passed was the caller's rather than the RPC's own, the attempt's outcome
+//! is *ignored*: the caller ran out of time; the dependency did not fail.
+//!
+//! **Retries** (idempotent RPCs with a retry policy): a failed attempt whose code is
+//! retryable is retried after a backoff with full jitter (or the server's
+//! `grpc-retry-pushback-ms`; a negative pushback stops retrying), while the service's
+//! retry budget allows and time is left. An open circuit is never retried.
+//!
+//! **Bulkheads**: a call over the RPC's concurrency limit waits up to its `max_wait`,
+//! then fails at once with `RESOURCE_EXHAUSTED` naming the bulkhead.
+//!
+//! **Fallbacks**: when the call is rejected by an open circuit, times out, or fails, and
+//! the policy sends that cause to the fallback (`FallbackMode`), the fallback's answer is
+//! returned instead of the error. Unary and server-streaming fallbacks receive the
+//! request message; the executor keeps a copy only when a retry, a timeout or a failure
+//! could need it.
 
 mod streaming;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Extensions, Request, Response, Status};
 
 pub use streaming::ResilientStreaming;
 
-use crate::breaker::{BreakerOpen, CircuitBreaker, Permit};
+use crate::breaker::{BreakerOpen, CircuitBreaker, OwnedPermit};
+use crate::bulkhead::BulkheadPermit;
 use crate::classify::{Outcome, is_client_timeout};
 use crate::client::MethodRuntime;
 use crate::deadline::request_timeout;
 use crate::fallback::FallbackCause;
+use crate::retry::{Pushback, backoff, pushback};
 use crate::spec::FallbackMode;
 
 fn fallback_mode(method: &MethodRuntime, fallback_enabled: bool) -> FallbackMode {
@@ -40,11 +58,36 @@ fn fallback_mode(method: &MethodRuntime, fallback_enabled: bool) -> FallbackMode
     }
 }
 
-fn deadline_of<T>(method: &MethodRuntime, request: &Request<T>) -> Duration {
-    match request_timeout(request.metadata()) {
-        Some(caller) => caller.min(method.timeout()),
-        None => method.timeout(),
+/// A call's deadline, and whether it is the caller's rather than the RPC's own.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    total: Duration,
+    set_by_caller: bool,
+}
+
+impl Deadline {
+    fn of(method: &MethodRuntime, metadata: &MetadataMap) -> Deadline {
+        let mut d = Deadline {
+            total: method.timeout(),
+            set_by_caller: false,
+        };
+        for caller in [request_timeout(metadata), crate::deadline::remaining()]
+            .into_iter()
+            .flatten()
+        {
+            if caller < d.total {
+                d = Deadline {
+                    total: caller,
+                    set_by_caller: true,
+                };
+            }
+        }
+        d
     }
+}
+
+fn caller_deadline_passed() -> Status {
+    Status::deadline_exceeded("the caller's deadline passed before the call could be made")
 }
 
 fn open_cause(breaker: &CircuitBreaker, open: BreakerOpen) -> FallbackCause {
@@ -62,89 +105,290 @@ fn timeout_cause(breaker: &CircuitBreaker, deadline: Duration) -> FallbackCause 
     }
 }
 
-/// What became of a call that returned a status.
-enum Failed {
-    Timeout,
-    Failure(Status),
+async fn enter_bulkhead(method: &MethodRuntime) -> Result<Option<BulkheadPermit>, Status> {
+    let Some(bulkhead) = method.bulkhead() else {
+        return Ok(None);
+    };
+    match bulkhead.acquire().await {
+        Ok(permit) => Ok(Some(permit)),
+        Err(full) => {
+            method.breaker().notify_bulkhead_rejection(full.name());
+            Err(full.into_status())
+        }
+    }
+}
+
+/// How a call that did not succeed ended.
+enum Ended<M> {
+    /// Rejected by the open circuit (on the first attempt or a retry).
+    Open(FallbackCause, M),
+    /// Its deadline passed.
+    Timeout(FallbackCause, Option<M>),
+    /// A failure-classified status.
+    Failure(Status, Option<M>),
+    /// Any other status: passed to the caller as it is.
     Other(Status),
 }
 
-fn record_error(method: &MethodRuntime, permit: Permit<'_>, status: Status) -> Failed {
-    if is_client_timeout(&status) {
-        permit.timed_out();
-        return Failed::Timeout;
+/// Runs the attempts of a call whose request message can be sent again.
+async fn attempts<M, T, C, CF>(
+    method: &MethodRuntime,
+    request: Request<M>,
+    keep_message: bool,
+    headers_only: bool,
+    mut call: C,
+) -> Result<(Response<T>, OwnedPermit), Ended<M>>
+where
+    M: Clone,
+    C: FnMut(Request<M>) -> CF,
+    CF: Future<Output = Result<Response<T>, Status>>,
+{
+    let breaker = method.breaker();
+    let deadline = Deadline::of(method, request.metadata());
+    let retry = method.retry();
+    let (metadata, extensions, message) = request.into_parts();
+    if deadline.total.is_zero() {
+        return Err(Ended::Other(caller_deadline_passed()));
     }
-    let outcome = method.classifier().classify_status(&status);
-    permit.record(outcome);
-    if outcome == Outcome::Failure {
-        Failed::Failure(status)
-    } else {
-        Failed::Other(status)
+    if retry.is_some() {
+        method.retry_budget().deposit();
+    }
+    let started = Instant::now();
+    let max_attempts = retry.map_or(1, |r| r.max_attempts);
+    let mut message = Some(message);
+    let mut extensions = Some(extensions);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let permit = match breaker.try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(open) => {
+                let cause = open_cause(breaker, open);
+                return Err(Ended::Open(cause, message.take().expect("kept")));
+            }
+        };
+        let left = deadline.total.saturating_sub(started.elapsed());
+        let attempt_deadline = retry
+            .and_then(|r| r.attempt_timeout)
+            .map_or(left, |t| t.min(left));
+        // the last attempt, or the deadline's own end, is where the caller's budget binds
+        let binding = attempt_deadline == left;
+        let may_retry = attempt < max_attempts;
+        let this_message = if may_retry || keep_message {
+            message.clone().expect("kept")
+        } else {
+            message.take().expect("kept")
+        };
+        let mut req = Request::from_parts(
+            metadata.clone(),
+            extensions.take().unwrap_or_else(Extensions::new),
+            this_message,
+        );
+        if !headers_only {
+            req.set_timeout(attempt_deadline);
+        }
+        let status = match tokio::time::timeout(attempt_deadline, call(req)).await {
+            Ok(Ok(response)) => return Ok((response, permit)),
+            Ok(Err(status)) if !is_client_timeout(&status) => status,
+            _elapsed => {
+                if binding && deadline.set_by_caller {
+                    permit.record(Outcome::Ignored);
+                } else {
+                    permit.timed_out();
+                }
+                let code_retryable =
+                    retry.is_some_and(|r| r.retryable.contains(Code::DeadlineExceeded));
+                if !binding
+                    && may_retry
+                    && code_retryable
+                    && let Some(wait) = retry_wait(method, attempt, None, started, deadline)
+                {
+                    breaker.notify_retry(attempt, wait);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                let cause = timeout_cause(breaker, deadline.total);
+                return Err(Ended::Timeout(cause, message.take()));
+            }
+        };
+        let outcome = method.classifier().classify_status(&status);
+        permit.record(outcome);
+        let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
+            && !crate::is_circuit_open(&status);
+        if may_retry
+            && retryable
+            && let Some(wait) = retry_wait(method, attempt, Some(&status), started, deadline)
+        {
+            breaker.notify_retry(attempt, wait);
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        return Err(if outcome == Outcome::Failure {
+            Ended::Failure(status, message.take())
+        } else {
+            Ended::Other(status)
+        });
     }
 }
 
-/// Runs a unary call: breaker, deadline, classification, fallback.
+/// How long to wait before retrying, or `None` when the call must not be retried:
+/// the server pushed back with a negative value, the wait would outlast the deadline, or
+/// the retry budget is spent.
+fn retry_wait(
+    method: &MethodRuntime,
+    attempt: u32,
+    status: Option<&Status>,
+    started: Instant,
+    deadline: Deadline,
+) -> Option<Duration> {
+    let spec = method.retry()?;
+    let wait = match status.map(pushback) {
+        Some(Pushback::Stop) => return None,
+        Some(Pushback::After(d)) => d,
+        Some(Pushback::None) | None => backoff(spec, attempt),
+    };
+    if started.elapsed() + wait >= deadline.total {
+        return None;
+    }
+    method.retry_budget().try_withdraw().then_some(wait)
+}
+
+/// Runs a unary call: bulkhead, breaker, deadline, retries, classification, fallback.
 pub async fn unary<M, R, C, CF, FB, FF>(
     method: &MethodRuntime,
-    mut request: Request<M>,
+    request: Request<M>,
     fallback_enabled: bool,
     call: C,
     fallback: FB,
 ) -> Result<Response<R>, Status>
 where
     M: Clone,
-    C: FnOnce(Request<M>) -> CF,
+    C: FnMut(Request<M>) -> CF,
     CF: Future<Output = Result<Response<R>, Status>>,
     FB: FnOnce(M, FallbackCause) -> FF,
     FF: Future<Output = Result<Response<R>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let breaker = method.breaker();
-    let permit = match breaker.try_acquire() {
-        Ok(permit) => permit,
-        Err(open) => {
-            let cause = open_cause(breaker, open);
-            return serve(breaker, mode.open, cause, |c| {
-                fallback(request.into_inner(), c)
-            })
-            .await;
+    let _slot = enter_bulkhead(method).await?;
+    let keep = mode.timeout || mode.failure;
+    match attempts(method, request, keep, false, call).await {
+        Ok((response, permit)) => {
+            permit.record(Outcome::Success);
+            Ok(response)
         }
-    };
-    let deadline = deadline_of(method, &request);
-    request.set_timeout(deadline);
-    let kept = (mode.timeout || mode.failure).then(|| request.get_ref().clone());
-    let failed = match tokio::time::timeout(deadline, call(request)).await {
-        Ok(Ok(response)) => {
-            permit.success();
-            return Ok(response);
+        Err(ended) => settle(method.breaker(), mode, ended, fallback).await,
+    }
+}
+
+/// Runs a server-streaming call: the deadline covers the response headers (retries
+/// happen only before them); the stream records its terminal status when it ends.
+pub async fn server_streaming<M, R, C, CF, FB, FF>(
+    method: &MethodRuntime,
+    request: Request<M>,
+    fallback_enabled: bool,
+    call: C,
+    fallback: FB,
+) -> Result<Response<ResilientStreaming<R>>, Status>
+where
+    M: Clone,
+    C: FnMut(Request<M>) -> CF,
+    CF: Future<Output = Result<Response<tonic::Streaming<R>>, Status>>,
+    FB: FnOnce(M, FallbackCause) -> FF,
+    FF: Future<Output = Result<Response<ResilientStreaming<R>>, Status>>,
+{
+    let mode = fallback_mode(method, fallback_enabled);
+    let slot = enter_bulkhead(method).await?;
+    let keep = mode.timeout || mode.failure;
+    match attempts(method, request, keep, true, call).await {
+        Ok((response, permit)) => {
+            let classifier = *method.classifier();
+            Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier, slot)))
         }
-        Ok(Err(status)) => record_error(method, permit, status),
-        Err(_elapsed) => {
-            permit.timed_out();
-            Failed::Timeout
+        Err(ended) => settle(method.breaker(), mode, ended, fallback).await,
+    }
+}
+
+/// Turns how a call ended into its answer: the fallback's, or the error.
+async fn settle<M, T, FB, FF>(
+    breaker: &CircuitBreaker,
+    mode: FallbackMode,
+    ended: Ended<M>,
+    fallback: FB,
+) -> Result<T, Status>
+where
+    FB: FnOnce(M, FallbackCause) -> FF,
+    FF: Future<Output = Result<T, Status>>,
+{
+    match ended {
+        Ended::Open(cause, message) => {
+            serve(breaker, mode.open, cause, |c| fallback(message, c)).await
         }
-    };
-    match (failed, kept) {
-        (Failed::Timeout, Some(message)) if mode.timeout => {
-            let cause = timeout_cause(breaker, deadline);
+        Ended::Timeout(cause, Some(message)) if mode.timeout => {
             serve(breaker, true, cause, |c| fallback(message, c)).await
         }
-        (Failed::Timeout, _) => Err(timeout_cause(breaker, deadline).into_status()),
-        (Failed::Failure(status), Some(message)) if mode.failure => {
+        Ended::Timeout(cause, _) => Err(cause.into_status()),
+        Ended::Failure(status, Some(message)) if mode.failure => {
             serve(breaker, true, FallbackCause::Failure(status), |c| {
                 fallback(message, c)
             })
             .await
         }
-        (Failed::Failure(status) | Failed::Other(status), _) => Err(status),
+        Ended::Failure(status, _) | Ended::Other(status) => Err(status),
     }
+}
+
+/// Runs the single attempt of a call whose request is a stream.
+async fn single<S, T, C, CF>(
+    method: &MethodRuntime,
+    mut request: Request<S>,
+    headers_only: bool,
+    call: C,
+) -> Result<(Response<T>, OwnedPermit), Ended<()>>
+where
+    C: FnOnce(Request<S>) -> CF,
+    CF: Future<Output = Result<Response<T>, Status>>,
+{
+    let breaker = method.breaker();
+    let deadline = Deadline::of(method, request.metadata());
+    if deadline.total.is_zero() {
+        return Err(Ended::Other(caller_deadline_passed()));
+    }
+    let permit = match breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(open) => return Err(Ended::Open(open_cause(breaker, open), ())),
+    };
+    if !headers_only {
+        request.set_timeout(deadline.total);
+    }
+    let status = match tokio::time::timeout(deadline.total, call(request)).await {
+        Ok(Ok(response)) => return Ok((response, permit)),
+        Ok(Err(status)) if !is_client_timeout(&status) => status,
+        _elapsed => {
+            if deadline.set_by_caller {
+                permit.record(Outcome::Ignored);
+            } else {
+                permit.timed_out();
+            }
+            return Err(Ended::Timeout(
+                timeout_cause(breaker, deadline.total),
+                Some(()),
+            ));
+        }
+    };
+    let outcome = method.classifier().classify_status(&status);
+    permit.record(outcome);
+    Err(if outcome == Outcome::Failure {
+        Ended::Failure(status, Some(()))
+    } else {
+        Ended::Other(status)
+    })
 }
 
 /// Runs a client-streaming call. The fallback receives only the cause: the request
 /// stream has been consumed.
 pub async fn client_streaming<S, R, C, CF, FB, FF>(
     method: &MethodRuntime,
-    mut request: Request<S>,
+    request: Request<S>,
     fallback_enabled: bool,
     call: C,
     fallback: FB,
@@ -156,119 +400,18 @@ where
     FF: Future<Output = Result<Response<R>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let breaker = method.breaker();
-    let permit = match breaker.try_acquire() {
-        Ok(permit) => permit,
-        Err(open) => return serve(breaker, mode.open, open_cause(breaker, open), fallback).await,
-    };
-    let deadline = deadline_of(method, &request);
-    request.set_timeout(deadline);
-    let failed = match tokio::time::timeout(deadline, call(request)).await {
-        Ok(Ok(response)) => {
-            permit.success();
-            return Ok(response);
+    let _slot = enter_bulkhead(method).await?;
+    match single(method, request, false, call).await {
+        Ok((response, permit)) => {
+            permit.record(Outcome::Success);
+            Ok(response)
         }
-        Ok(Err(status)) => record_error(method, permit, status),
-        Err(_elapsed) => {
-            permit.timed_out();
-            Failed::Timeout
-        }
-    };
-    match failed {
-        Failed::Timeout => {
-            serve(
-                breaker,
-                mode.timeout,
-                timeout_cause(breaker, deadline),
-                fallback,
-            )
-            .await
-        }
-        Failed::Failure(status) => {
-            serve(
-                breaker,
-                mode.failure,
-                FallbackCause::Failure(status),
-                fallback,
-            )
-            .await
-        }
-        Failed::Other(status) => Err(status),
+        Err(ended) => settle(method.breaker(), mode, ended, |(), c| fallback(c)).await,
     }
 }
 
-/// Runs a server-streaming call: the deadline covers the response headers; the stream
-/// records its terminal status when it ends.
-pub async fn server_streaming<M, R, C, CF, FB, FF>(
-    method: &MethodRuntime,
-    request: Request<M>,
-    fallback_enabled: bool,
-    call: C,
-    fallback: FB,
-) -> Result<Response<ResilientStreaming<R>>, Status>
-where
-    M: Clone,
-    C: FnOnce(Request<M>) -> CF,
-    CF: Future<Output = Result<Response<tonic::Streaming<R>>, Status>>,
-    FB: FnOnce(M, FallbackCause) -> FF,
-    FF: Future<Output = Result<Response<ResilientStreaming<R>>, Status>>,
-{
-    let mode = fallback_mode(method, fallback_enabled);
-    let breaker = method.breaker();
-    let permit = match breaker.try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(open) => {
-            let cause = open_cause(breaker, open);
-            return serve(breaker, mode.open, cause, |c| {
-                fallback(request.into_inner(), c)
-            })
-            .await;
-        }
-    };
-    let deadline = deadline_of(method, &request);
-    let kept = (mode.timeout || mode.failure).then(|| request.get_ref().clone());
-    let outcome = tokio::time::timeout(deadline, call(request)).await;
-    let failed = match outcome {
-        Ok(Ok(response)) => {
-            let classifier = *method.classifier();
-            return Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier)));
-        }
-        Ok(Err(status)) if is_client_timeout(&status) => {
-            permit.timed_out();
-            Failed::Timeout
-        }
-        Ok(Err(status)) => {
-            let outcome = method.classifier().classify_status(&status);
-            permit.record(outcome);
-            if outcome == Outcome::Failure {
-                Failed::Failure(status)
-            } else {
-                Failed::Other(status)
-            }
-        }
-        Err(_elapsed) => {
-            permit.timed_out();
-            Failed::Timeout
-        }
-    };
-    match (failed, kept) {
-        (Failed::Timeout, Some(message)) if mode.timeout => {
-            let cause = timeout_cause(breaker, deadline);
-            serve(breaker, true, cause, |c| fallback(message, c)).await
-        }
-        (Failed::Timeout, _) => Err(timeout_cause(breaker, deadline).into_status()),
-        (Failed::Failure(status), Some(message)) if mode.failure => {
-            serve(breaker, true, FallbackCause::Failure(status), |c| {
-                fallback(message, c)
-            })
-            .await
-        }
-        (Failed::Failure(status) | Failed::Other(status), _) => Err(status),
-    }
-}
-
-/// Runs a bidi-streaming call: like server streaming; the fallback receives only the
-/// cause.
+/// Runs a bidi-streaming call: like server streaming, without retries; the fallback
+/// receives only the cause.
 pub async fn bidi_streaming<S, R, C, CF, FB, FF>(
     method: &MethodRuntime,
     request: Request<S>,
@@ -283,52 +426,13 @@ where
     FF: Future<Output = Result<Response<ResilientStreaming<R>>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let breaker = method.breaker();
-    let permit = match breaker.try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(open) => return serve(breaker, mode.open, open_cause(breaker, open), fallback).await,
-    };
-    let deadline = deadline_of(method, &request);
-    match tokio::time::timeout(deadline, call(request)).await {
-        Ok(Ok(response)) => {
+    let slot = enter_bulkhead(method).await?;
+    match single(method, request, true, call).await {
+        Ok((response, permit)) => {
             let classifier = *method.classifier();
-            Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier)))
+            Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier, slot)))
         }
-        Ok(Err(status)) if is_client_timeout(&status) => {
-            permit.timed_out();
-            serve(
-                breaker,
-                mode.timeout,
-                timeout_cause(breaker, deadline),
-                fallback,
-            )
-            .await
-        }
-        Ok(Err(status)) => {
-            let outcome = method.classifier().classify_status(&status);
-            permit.record(outcome);
-            if outcome == Outcome::Failure {
-                serve(
-                    breaker,
-                    mode.failure,
-                    FallbackCause::Failure(status),
-                    fallback,
-                )
-                .await
-            } else {
-                Err(status)
-            }
-        }
-        Err(_elapsed) => {
-            permit.timed_out();
-            serve(
-                breaker,
-                mode.timeout,
-                timeout_cause(breaker, deadline),
-                fallback,
-            )
-            .await
-        }
+        Err(ended) => settle(method.breaker(), mode, ended, |(), c| fallback(c)).await,
     }
 }
 

@@ -10,6 +10,7 @@ use futures_core::Stream;
 use tonic::Status;
 
 use crate::breaker::OwnedPermit;
+use crate::bulkhead::BulkheadPermit;
 use crate::classify::{GrpcClassifier, Outcome, is_client_timeout};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -27,6 +28,8 @@ pub struct ResilientStreaming<T> {
     source: Source<T>,
     permit: Option<OwnedPermit>,
     classifier: GrpcClassifier,
+    /// The bulkhead slot of the call, held until the stream ends or is dropped.
+    slot: Option<BulkheadPermit>,
 }
 
 enum Source<T> {
@@ -40,11 +43,13 @@ impl<T> ResilientStreaming<T> {
         stream: tonic::Streaming<T>,
         permit: OwnedPermit,
         classifier: GrpcClassifier,
+        slot: Option<BulkheadPermit>,
     ) -> Self {
         Self {
             source: Source::Tonic(stream),
             permit: Some(permit),
             classifier,
+            slot,
         }
     }
 
@@ -55,6 +60,7 @@ impl<T> ResilientStreaming<T> {
             source: Source::Items(items.into_iter().collect()),
             permit: None,
             classifier: GrpcClassifier::default(),
+            slot: None,
         }
     }
 
@@ -64,6 +70,7 @@ impl<T> ResilientStreaming<T> {
             source: Source::Boxed(Box::pin(stream)),
             permit: None,
             classifier: GrpcClassifier::default(),
+            slot: None,
         }
     }
 
@@ -85,6 +92,7 @@ impl<T> ResilientStreaming<T> {
     }
 
     fn finish(&mut self, outcome: Option<&Status>) {
+        self.slot = None;
         let Some(permit) = self.permit.take() else {
             return;
         };

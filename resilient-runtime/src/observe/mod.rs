@@ -9,6 +9,18 @@ use std::time::Duration;
 use crate::breaker::{CircuitBreakerState, TransitionReason};
 use crate::classify::Outcome;
 
+#[cfg(feature = "metrics")]
+pub mod dashboard;
+#[cfg(feature = "http-endpoint")]
+pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "grpc")]
+mod status_event;
+
+#[cfg(feature = "grpc")]
+pub use status_event::StatusEvent;
+
 /// Who a breaker protects: its name and, for generated clients, the service and RPC.
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerLabels<'a> {
@@ -71,6 +83,26 @@ pub struct FallbackEvent<'a> {
     pub cause: &'static str,
 }
 
+/// A call is about to be retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryEvent<'a> {
+    /// The breaker of the RPC.
+    pub breaker: BreakerLabels<'a>,
+    /// The attempt that failed (1 = the first).
+    pub attempt: u32,
+    /// How long the call waits before the next attempt.
+    pub backoff: Duration,
+}
+
+/// A call was rejected by a full bulkhead (it never reached the breaker).
+#[derive(Debug, Clone, Copy)]
+pub struct BulkheadEvent<'a> {
+    /// The breaker of the RPC.
+    pub breaker: BreakerLabels<'a>,
+    /// The bulkhead's name.
+    pub bulkhead: &'a str,
+}
+
 /// Receives breaker events. Every method has a no-op default.
 ///
 /// ```
@@ -97,6 +129,13 @@ pub trait Observer: Send + Sync + 'static {
     fn on_rejection(&self, _event: &RejectionEvent<'_>) {}
     /// A fallback was served.
     fn on_fallback(&self, _event: &FallbackEvent<'_>) {}
+    /// A call finished with a gRPC status (see [`CircuitBreaker::notify_status`](crate::CircuitBreaker::notify_status)).
+    #[cfg(feature = "grpc")]
+    fn on_status(&self, _event: &StatusEvent<'_>) {}
+    /// A call is retried.
+    fn on_retry(&self, _event: &RetryEvent<'_>) {}
+    /// A full bulkhead rejected a call.
+    fn on_bulkhead_rejection(&self, _event: &BulkheadEvent<'_>) {}
     /// Whether [`OutcomeEvent::latency`] should be measured (two clock reads per call).
     fn wants_latency(&self) -> bool {
         false
