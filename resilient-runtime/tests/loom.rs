@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
-use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerState, FakeClock, Outcome};
+use resilient_runtime::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerState, FakeClock, Outcome,
+};
 
 fn half_open(max: u32) -> CircuitBreaker {
     let clock = FakeClock::new();

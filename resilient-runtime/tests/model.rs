@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use resilient_runtime::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerState, FakeClock, OwnedPermit, Outcome,
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerState, FakeClock, Outcome, OwnedPermit,
 };
 
 const OPEN_MS: u64 = 10_000;
