@@ -1,0 +1,176 @@
+//! Generates tonic clients that protect every RPC with a circuit breaker, a timeout and a
+//! fallback, from a `build.rs`.
+//!
+//! `resilient-build` reads `.proto` files with `protox` (no `protoc` needed), generates
+//! prost messages and tonic clients and servers as `tonic-prost-build` does, and adds, for
+//! every proto service, a resilient client whose behaviour lives in `resilient-runtime`.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! // build.rs
+//! use std::time::Duration;
+//! use resilient_build::Policy;
+//!
+//! fn main() -> std::io::Result<()> {
+//!     resilient_build::configure()
+//!         .policy(
+//!             ".nova.auth.v1.AuthService",
+//!             Policy::new().failure_threshold(3).success_threshold(3).timeout(Duration::from_secs(2)),
+//!         )
+//!         .policy(
+//!             ".nova.media.v1.MediaService.UploadMedia",
+//!             Policy::new().failure_threshold(5).open_for(Duration::from_secs(60)).timeout(Duration::from_secs(30)),
+//!         )
+//!         .compile_protos(&["proto/nova/auth/v1/auth.proto", "proto/nova/media/v1/media.proto"], &["proto"])
+//! }
+//! ```
+//!
+//! With the defaults, one line does: `resilient_build::compile_protos("proto/auth.proto")`.
+//!
+//! The crate then includes the package as usual and swaps one type name:
+//!
+//! ```text
+//! pub mod auth { tonic::include_proto!("nova.auth.v1"); }
+//! use auth::auth_service_resilient::{AuthServiceFallback, AuthServiceResilientClient};
+//!
+//! let client = AuthServiceResilientClient::connect("http://auth:8083").await?;
+//! let claims = client.validate_token(request).await?;      // same call as tonic's client
+//! ```
+//!
+//! (That snippet needs the generated code and `resilient-runtime`, so it is compiled by
+//! the workspace's `tests/` crates rather than here.)
+//!
+//! # What is generated
+//!
+//! Everything for package `nova.auth.v1` lands in one `nova.auth.v1.rs`: prost's
+//! messages, tonic's `auth_service_client` and `auth_service_server`, and for each service
+//! a module `auth_service_resilient` holding:
+//!
+//! - `AuthServiceResilientClient<T = Channel, F = NoFallback>`: one method per RPC with
+//!   the name and argument types of tonic's client, taking `&self` and returning the same
+//!   `Result<Response<_>, Status>`; `connect`, `new(tonic_client)`, `try_new`,
+//!   `with_fallback`, `breaker("ValidateToken")`, `runtime()`, `spec()`, `inner()`.
+//!   Clones share breakers.
+//! - `AuthServiceFallback`: one method per RPC with a default that returns the error, so
+//!   a user overrides only what has a degraded answer, with plain `async fn`:
+//!
+//! ```text
+//! impl AuthServiceFallback for CachedClaims {
+//!     async fn validate_token(&self, request: ValidateTokenRequest, cause: FallbackCause)
+//!         -> Result<tonic::Response<Claims>, tonic::Status> { ... }
+//! }
+//! ```
+//!
+//!   Unary and server-streaming fallbacks receive the request message; client-streaming
+//!   and bidi ones only the cause, as their request stream is consumed.
+//! - A static `ServiceSpec` with each RPC's kind, idempotency and build-time policy.
+//!
+//! Proto comments become the docs of the generated items; deprecated RPCs are
+//! `#[deprecated]`. The generated code is formatted and clean under `missing_docs` and
+//! `clippy -D warnings`.
+//!
+//! # Streaming
+//!
+//! Unary and client-streaming calls time out over the whole call and record the final
+//! status. Server-streaming and bidi calls time out on the response headers and return a
+//! stream that records its terminal status when it ends; a stream dropped early counts as
+//! neither success nor failure.
+//!
+//! # Where a policy comes from
+//!
+//! Each field of an RPC's policy is taken from the highest layer that sets it:
+//!
+//! 1. runtime configuration (the operator: the TOML file named by `RESILIENT_CONFIG`,
+//!    applied by `resilient-runtime` when the client is built);
+//! 2. build.rs, per RPC: `.policy(".nova.auth.v1.AuthService.ValidateToken", ..)`;
+//! 3. build.rs, per service or package: `.policy(".nova.auth.v1.AuthService", ..)`,
+//!    `.policy(".nova", ..)` (a longer path wins);
+//! 4. the proto method option `(resilient.v1.policy)`, then `idempotency_level`;
+//! 5. the proto service option `(resilient.v1.service_policy)`;
+//! 6. build.rs default: `.policy(".", ..)` or [`Builder::default_policy`];
+//! 7. the environment preset chosen by `RESILIENT_ENV` (run time).
+//!
+//! Layers 2 to 6 are merged here and written into the generated code, with unset fields
+//! left to the runtime; `$OUT_DIR/resilient-report.md` lists every RPC, its values and
+//! where each came from.
+//!
+//! The proto options are declared in `resilient/v1/options.proto`, which this crate
+//! embeds ([`OPTIONS_PROTO`]), so a proto imports it with no include path:
+//!
+//! ```proto
+//! import "resilient/v1/options.proto";
+//!
+//! service AuthService {
+//!   option (resilient.v1.service_policy) = { failure_threshold: 3 };
+//!   rpc ValidateToken(ValidateTokenRequest) returns (Claims) {
+//!     option (resilient.v1.policy) = { timeout_ms: 2000 fallback: true };
+//!   }
+//! }
+//! ```
+//!
+//! # Keeping raw clients out of reach
+//!
+//! With `.expose_raw_clients(false)` (see [`Builder::expose_raw_clients`]), tonic's client
+//! module is private to the generated package module, so no code can call a dependency
+//! around its breaker: the resilient client is built from the transport (`new(channel)`)
+//! and has no `inner()`.
+//!
+//! # Errors
+//!
+//! Nothing here panics on a user's mistake: [`Builder::compile_protos`] returns an
+//! `io::Error` that says where and what to do, for a proto syntax error
+//! (`path:line:column`), a policy path that matches nothing (with the nearest real
+//! path), an invalid value (naming the RPC, the option and the layer that set it),
+//! `shared_breaker` on an RPC, or RPC names that would clash in Rust.
+//!
+//! # Rebuilds
+//!
+//! The builder prints `cargo:rerun-if-changed` for every proto file it read, imports
+//! included, and writes a file only when its content changed.
+
+mod builder;
+mod model;
+mod parse;
+mod policy;
+mod render;
+mod report;
+
+#[cfg(test)]
+mod golden_tests;
+
+use std::io;
+use std::path::Path;
+
+pub use builder::Builder;
+pub use policy::{FallbackMode, Policy};
+
+/// The source of `resilient/v1/options.proto`, which user protos import for the
+/// `(resilient.v1.policy)` and `(resilient.v1.service_policy)` options. The builder serves
+/// it to protox itself; this is for tools that need the file (linters, other generators).
+pub const OPTIONS_PROTO: &str = include_str!("../proto/resilient/v1/options.proto");
+
+/// Starts a [`Builder`] with every option at its default.
+pub fn configure() -> Builder {
+    Builder::default()
+}
+
+/// Compiles one proto file with the default options, using its directory as the include
+/// path: `resilient_build::compile_protos("proto/auth.proto")`.
+///
+/// ```no_run
+/// // build.rs
+/// fn main() -> std::io::Result<()> {
+///     resilient_build::compile_protos("proto/auth.proto")
+/// }
+/// ```
+pub fn compile_protos(proto: impl AsRef<Path>) -> io::Result<()> {
+    let proto = proto.as_ref();
+    let include = proto.parent().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a proto file path", proto.display()),
+        )
+    })?;
+    configure().compile_protos(&[proto], &[include])
+}

@@ -1,0 +1,736 @@
+//! Descriptors to model: services, RPCs, comments, standard and `resilient.v1` options.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+use heck::{ToSnakeCase, ToUpperCamelCase};
+use prost_types::method_options::IdempotencyLevel;
+use protox::prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, Value,
+};
+
+use crate::model::{
+    DeclaredIdempotency, EffectivePolicy, MethodModel, PolicyValues, ProtoLocation, ProtoOption,
+    RpcKind, ServiceModel,
+};
+use crate::policy::FallbackMode;
+
+/// Name under which user protos import the embedded options.
+pub(crate) const OPTIONS_FILE: &str = "resilient/v1/options.proto";
+/// Package of the embedded options; prost must not emit a module for it.
+pub(crate) const OPTIONS_PACKAGE: &str = "resilient.v1";
+
+const METHOD_OPTION: &str = "resilient.v1.policy";
+const SERVICE_OPTION: &str = "resilient.v1.service_policy";
+
+// Field numbers from descriptor.proto, for locating options in the source info.
+const SERVICE_OPTIONS: i32 = 3;
+const METHOD_OPTIONS: i32 = 4;
+const IDEMPOTENCY_LEVEL: i32 = 34;
+
+/// Methods of tonic's generated client and of ours: an RPC with one of these Rust names
+/// would clash with them.
+const RESERVED_METHODS: &[(&str, &str)] = &[
+    ("new", "both clients"),
+    ("connect", "both clients"),
+    ("with_origin", "tonic's client"),
+    ("with_interceptor", "tonic's client"),
+    ("send_compressed", "tonic's client"),
+    ("accept_compressed", "tonic's client"),
+    ("max_decoding_message_size", "tonic's client"),
+    ("max_encoding_message_size", "tonic's client"),
+    ("try_new", "the resilient client"),
+    ("with_fallback", "the resilient client"),
+    ("breaker", "the resilient client"),
+    ("runtime", "the resilient client"),
+    ("spec", "the resilient client"),
+    ("inner", "the resilient client"),
+    ("into_inner", "the resilient client"),
+];
+
+/// Builds the model of every service in `pool`, except those of the embedded options file.
+///
+/// `display` turns a proto file name into what error messages and the report show (the
+/// path on disk when there is one).
+pub(crate) fn parse_services(
+    pool: &DescriptorPool,
+    types: &TypeResolver,
+    display: &dyn Fn(&str) -> String,
+) -> Vec<ServiceModel> {
+    let method_option = pool.get_extension_by_name(METHOD_OPTION);
+    let service_option = pool.get_extension_by_name(SERVICE_OPTION);
+    let mut services = Vec::new();
+    for file in pool.files().filter(|f| f.name() != OPTIONS_FILE) {
+        let shown = display(file.name());
+        let locate = |path: &[i32], fallback: &[i32]| ProtoLocation {
+            file: shown.clone(),
+            line: line_of(&file, path)
+                .or_else(|| line_of(&file, fallback))
+                .unwrap_or(1),
+        };
+        for service in file.services() {
+            let package = service.package_name().to_owned();
+            let service_path = format!(".{}", service.full_name());
+            let service_proto = service.service_descriptor_proto();
+            let option = service_option.as_ref().and_then(|ext| {
+                read_option(&service.options(), ext).map(|values| ProtoOption {
+                    values,
+                    at: locate(
+                        &extend(service.path(), &[SERVICE_OPTIONS, ext.number() as i32]),
+                        service.path(),
+                    ),
+                })
+            });
+            let methods = service
+                .methods()
+                .map(|method| {
+                    let proto = method.method_descriptor_proto();
+                    let options = proto.options.clone().unwrap_or_default();
+                    let idempotency_level = match options.idempotency_level() {
+                        IdempotencyLevel::IdempotencyUnknown => None,
+                        level => Some(DeclaredIdempotency {
+                            level: if level == IdempotencyLevel::NoSideEffects {
+                                "NO_SIDE_EFFECTS"
+                            } else {
+                                "IDEMPOTENT"
+                            },
+                            at: locate(
+                                &extend(method.path(), &[METHOD_OPTIONS, IDEMPOTENCY_LEVEL]),
+                                method.path(),
+                            ),
+                        }),
+                    };
+                    let option = method_option.as_ref().and_then(|ext| {
+                        read_option(&method.options(), ext).map(|values| ProtoOption {
+                            values,
+                            at: locate(
+                                &extend(method.path(), &[METHOD_OPTIONS, ext.number() as i32]),
+                                method.path(),
+                            ),
+                        })
+                    });
+                    MethodModel {
+                        path: format!("{service_path}.{}", method.name()),
+                        proto_name: method.name().to_owned(),
+                        rust_name: to_snake(method.name()),
+                        kind: RpcKind::from_streaming(
+                            method.is_client_streaming(),
+                            method.is_server_streaming(),
+                        ),
+                        input_type: types
+                            .tonic_type(&format!(".{}", method.input().full_name()), &package),
+                        output_type: types
+                            .tonic_type(&format!(".{}", method.output().full_name()), &package),
+                        comments: comments_at(&file, method.path()),
+                        deprecated: options.deprecated(),
+                        idempotency_level,
+                        option,
+                        policy: EffectivePolicy::default(),
+                    }
+                })
+                .collect();
+            services.push(ServiceModel {
+                path: service_path,
+                package,
+                proto_name: service.name().to_owned(),
+                rust_name: to_upper_camel(service.name()),
+                file: shown.clone(),
+                comments: comments_at(&file, service.path()),
+                deprecated: service_proto
+                    .options
+                    .as_ref()
+                    .is_some_and(|o| o.deprecated()),
+                option,
+                methods,
+                shared_breaker: None,
+            });
+        }
+    }
+    services
+}
+
+/// Rejects protos whose generated Rust names would clash, before rustc does it less clearly.
+pub(crate) fn check_names(pool: &DescriptorPool, services: &[ServiceModel]) -> io::Result<()> {
+    let mut problems = Vec::new();
+    let mut service_names: HashMap<(&str, &str), &str> = HashMap::new();
+    for service in services {
+        if let Some(other) =
+            service_names.insert((&service.package, &service.rust_name), &service.path)
+        {
+            problems.push(format!(
+                "services {other} and {} both become the Rust type `{}`; rename one of them",
+                service.path, service.rust_name
+            ));
+        }
+        let module = module_name(service);
+        let clash = pool.all_messages().find(|message| {
+            message.package_name() == service.package
+                && message.parent_message().is_none()
+                && to_snake(message.name()) == module
+                && (message.child_messages().len() > 0
+                    || message.child_enums().len() > 0
+                    || message.oneofs().any(|oneof| !oneof.is_synthetic()))
+        });
+        if let Some(message) = clash {
+            problems.push(format!(
+                "the resilient module `{module}` of {} clashes with the module prost generates \
+                 for the nested types of message .{}; rename the message or the service",
+                service.path,
+                message.full_name()
+            ));
+        }
+
+        let mut method_names: HashMap<&str, &str> = HashMap::new();
+        for method in &service.methods {
+            if let Some(other) = method_names.insert(&method.rust_name, &method.proto_name) {
+                problems.push(format!(
+                    "RPCs `{other}` and `{}` of {} both become the Rust method `{}`; rename one of them",
+                    method.proto_name, service.path, method.rust_name
+                ));
+            }
+            if let Some((_, owner)) = RESERVED_METHODS
+                .iter()
+                .find(|(name, _)| *name == method.rust_name)
+            {
+                problems.push(format!(
+                    "RPC {} becomes the Rust method `{}`, which {owner} already defines; rename the RPC",
+                    method.path, method.rust_name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            problems.join("\n"),
+        ))
+    }
+}
+
+/// Reads one `resilient.v1` option message; `None` when the option is absent.
+fn read_option(options: &DynamicMessage, extension: &ExtensionDescriptor) -> Option<PolicyValues> {
+    if !options.has_extension(extension) {
+        return None;
+    }
+    let value = options.get_extension(extension);
+    let message = value.as_message()?;
+    let uint = |name: &str| match field(message, name) {
+        Some(Value::U32(n)) => Some(n),
+        _ => None,
+    };
+    let boolean = |name: &str| match field(message, name) {
+        Some(Value::Bool(b)) => Some(b),
+        _ => None,
+    };
+    let millis = |name: &str| uint(name).map(|ms| Duration::from_millis(u64::from(ms)));
+    Some(PolicyValues {
+        failure_threshold: uint("failure_threshold"),
+        success_threshold: uint("success_threshold"),
+        open_for: millis("open_for_ms"),
+        timeout: millis("timeout_ms"),
+        half_open_max_calls: uint("half_open_max_calls"),
+        fallback: boolean("fallback").map(|on| {
+            if on {
+                FallbackMode::DEFAULT
+            } else {
+                FallbackMode::NONE
+            }
+        }),
+        idempotent: boolean("idempotent"),
+        shared_breaker: boolean("shared_breaker"),
+    })
+}
+
+/// A field that is present in the message (explicit zeros included).
+fn field(message: &DynamicMessage, name: &str) -> Option<Value> {
+    if message.has_field_by_name(name) {
+        message.get_field_by_name(name).map(|v| v.into_owned())
+    } else {
+        None
+    }
+}
+
+fn extend(path: &[i32], tail: &[i32]) -> Vec<i32> {
+    path.iter().chain(tail).copied().collect()
+}
+
+fn line_of(file: &FileDescriptor, path: &[i32]) -> Option<u32> {
+    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+    let location = info.location.iter().find(|l| l.path == path)?;
+    let line = *location.span.first()?;
+    u32::try_from(line).ok().map(|l| l + 1)
+}
+
+/// Leading comments, then trailing ones after a blank line, split into lines.
+fn comments_at(file: &FileDescriptor, path: &[i32]) -> Vec<String> {
+    let Some(info) = file.file_descriptor_proto().source_code_info.as_ref() else {
+        return Vec::new();
+    };
+    let Some(location) = info.location.iter().find(|l| l.path == path) else {
+        return Vec::new();
+    };
+    let mut lines: Vec<String> = location
+        .leading_comments
+        .iter()
+        .flat_map(|c| c.lines())
+        .map(str::to_owned)
+        .collect();
+    if let Some(trailing) = &location.trailing_comments {
+        if !lines.is_empty() {
+            lines.push(String::new());
+        }
+        lines.extend(trailing.lines().map(str::to_owned));
+    }
+    lines
+}
+
+/// Name of the generated module for a service: `auth_service_resilient`.
+pub(crate) fn module_name(service: &ServiceModel) -> String {
+    format!("{}_resilient", naive_snake_case(&service.rust_name))
+}
+
+/// Name of tonic's client module for a service: `auth_service_client`.
+pub(crate) fn client_module_name(service: &ServiceModel) -> String {
+    format!("{}_client", naive_snake_case(&service.rust_name))
+}
+
+/// tonic-build's module naming: lower-case, `_` before every upper-case letter but the first.
+pub(crate) fn naive_snake_case(name: &str) -> String {
+    let mut s = String::new();
+    let mut it = name.chars().peekable();
+    while let Some(x) = it.next() {
+        s.push(x.to_ascii_lowercase());
+        if let Some(y) = it.peek()
+            && y.is_uppercase()
+        {
+            s.push('_');
+        }
+    }
+    s
+}
+
+/// prost-build's identifier escaping: raw identifiers for keywords, `_` for the few that
+/// cannot be raw.
+fn sanitize_identifier(ident: String) -> String {
+    match ident.as_str() {
+        "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if"
+        | "impl" | "in" | "let" | "loop" | "match" | "mod" | "move" | "mut" | "pub" | "ref"
+        | "return" | "static" | "struct" | "trait" | "true" | "type" | "unsafe" | "use"
+        | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final" | "macro"
+        | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async" | "await"
+        | "try" | "gen" => format!("r#{ident}"),
+        "_" | "super" | "self" | "Self" | "extern" | "crate" => format!("{ident}_"),
+        s if s.starts_with(|c: char| c.is_numeric()) => format!("_{ident}"),
+        _ => ident,
+    }
+}
+
+/// prost-build's `to_snake`, which tonic uses for method names.
+pub(crate) fn to_snake(name: &str) -> String {
+    sanitize_identifier(name.to_snake_case())
+}
+
+/// prost-build's `to_upper_camel`, used for type names.
+pub(crate) fn to_upper_camel(name: &str) -> String {
+    sanitize_identifier(name.to_upper_camel_case())
+}
+
+/// tonic-prost-build's `request_response_name` on a type prost-build resolved: `()` and
+/// absolute paths stay, anything else is relative to the package module.
+pub(crate) fn tonic_path(prost: String) -> String {
+    if prost.ends_with("()") || prost.starts_with("::") || prost.starts_with("crate::") {
+        prost
+    } else {
+        format!("super::{prost}")
+    }
+}
+
+/// Resolves proto message names to the Rust paths tonic's client uses for them.
+///
+/// This follows prost-build (`CodeGenerator::resolve_ident` with its `ExternPaths`,
+/// including the well-known types it maps to `prost_types` and primitives) and then
+/// tonic-prost-build (`request_response_name` with `proto_path = "super"`), so the
+/// resilient client names exactly the types the tonic client it wraps names.
+#[derive(Debug, Clone)]
+pub(crate) struct TypeResolver {
+    extern_paths: HashMap<String, String>,
+}
+
+impl TypeResolver {
+    /// With the user's `extern_path` pairs and prost's defaults for `google.protobuf`.
+    pub(crate) fn new(user_extern_paths: &[(String, String)]) -> io::Result<Self> {
+        let mut extern_paths = HashMap::new();
+        let defaults = [
+            (".google.protobuf", "::prost_types"),
+            (".google.protobuf.BoolValue", "bool"),
+            (
+                ".google.protobuf.BytesValue",
+                "::prost::alloc::vec::Vec<u8>",
+            ),
+            (".google.protobuf.DoubleValue", "f64"),
+            (".google.protobuf.Empty", "()"),
+            (".google.protobuf.FloatValue", "f32"),
+            (".google.protobuf.Int32Value", "i32"),
+            (".google.protobuf.Int64Value", "i64"),
+            (
+                ".google.protobuf.StringValue",
+                "::prost::alloc::string::String",
+            ),
+            (".google.protobuf.UInt32Value", "u32"),
+            (".google.protobuf.UInt64Value", "u64"),
+        ];
+        let pairs = user_extern_paths
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.as_str()))
+            .chain(defaults);
+        for (proto, rust) in pairs {
+            if !proto.starts_with('.') || proto.split('.').skip(1).any(str::is_empty) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "extern_path \"{proto}\" must be a fully qualified proto path starting with \".\""
+                    ),
+                ));
+            }
+            if extern_paths
+                .insert(proto.to_owned(), rust.to_owned())
+                .is_some()
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("extern_path \"{proto}\" is given twice"),
+                ));
+            }
+        }
+        Ok(TypeResolver { extern_paths })
+    }
+
+    /// The Rust type of message `proto_type` (fully qualified, leading dot) as the tonic
+    /// client in package `package` writes it.
+    pub(crate) fn tonic_type(&self, proto_type: &str, package: &str) -> String {
+        tonic_path(self.prost_type(proto_type, package))
+    }
+
+    /// prost-build's `resolve_ident` seen from the package module (services are not nested
+    /// in messages, so the type path inside the package is empty).
+    fn prost_type(&self, proto_type: &str, package: &str) -> String {
+        if let Some(rust) = self.resolve_extern(proto_type) {
+            return rust;
+        }
+        let mut local = package.split('.').filter(|s| !s.is_empty()).peekable();
+        let mut ident: Vec<&str> = proto_type[1..].split('.').collect();
+        let last = ident.pop().unwrap_or_default();
+        let mut ident = ident.into_iter().peekable();
+        while local.peek().is_some() && local.peek() == ident.peek() {
+            local.next();
+            ident.next();
+        }
+        local
+            .map(|_| "super".to_owned())
+            .chain(ident.map(to_snake))
+            .chain(std::iter::once(to_upper_camel(last)))
+            .collect::<Vec<_>>()
+            .join("::")
+    }
+
+    fn resolve_extern(&self, proto_type: &str) -> Option<String> {
+        if let Some(rust) = self.extern_paths.get(proto_type) {
+            return Some(rust.clone());
+        }
+        for (idx, _) in proto_type.rmatch_indices('.') {
+            if let Some(rust) = self.extern_paths.get(&proto_type[..idx]) {
+                let mut segments = proto_type[idx + 1..].split('.');
+                let last = segments.next_back().map(to_upper_camel);
+                let parts: Vec<String> = rust
+                    .split("::")
+                    .chain(segments)
+                    .enumerate()
+                    .map(|(i, segment)| {
+                        if i == 0 && segment == "crate" {
+                            segment.to_owned()
+                        } else {
+                            to_snake(segment)
+                        }
+                    })
+                    .chain(last)
+                    .collect();
+                return Some(parts.join("::"));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use protox::file::{File, FileResolver};
+
+    /// Serves proto sources from memory, plus the embedded options and google files.
+    pub(crate) struct Memory(pub(crate) Vec<(&'static str, String)>);
+
+    impl FileResolver for Memory {
+        fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+            if name == OPTIONS_FILE {
+                return File::from_source(name, crate::OPTIONS_PROTO);
+            }
+            match self.0.iter().find(|(n, _)| *n == name) {
+                Some((_, source)) => File::from_source(name, source),
+                None => protox::file::GoogleFileResolver::new().open_file(name),
+            }
+        }
+    }
+
+    pub(crate) fn compile(files: Vec<(&'static str, String)>) -> DescriptorPool {
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        let mut compiler = protox::Compiler::with_file_resolver(Memory(files.clone()));
+        compiler.include_imports(true).include_source_info(true);
+        compiler.open_files(names).unwrap();
+        compiler.descriptor_pool()
+    }
+
+    fn parse(files: Vec<(&'static str, String)>) -> Vec<ServiceModel> {
+        let pool = compile(files);
+        parse_services(&pool, &TypeResolver::new(&[]).unwrap(), &|name| {
+            name.to_owned()
+        })
+    }
+
+    const AUTH: &str = r#"syntax = "proto3";
+package nova.auth.v1;
+import "resilient/v1/options.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/timestamp.proto";
+import "nova/common/v1/common.proto";
+
+// Checks tokens.
+service AuthService {
+  option (resilient.v1.service_policy) = { failure_threshold: 3 shared_breaker: true };
+
+  // Validates a token.
+  // Second line.
+  rpc ValidateToken(ValidateTokenRequest) returns (Claims) {
+    option (resilient.v1.policy) = { timeout_ms: 2000 fallback: false open_for_ms: 0 };
+    option idempotency_level = NO_SIDE_EFFECTS;
+  }
+  rpc Type(stream Claims) returns (google.protobuf.Empty) { option deprecated = true; } // trailing
+  rpc Watch(google.protobuf.Timestamp) returns (stream nova.common.v1.Ping.Pong);
+  rpc Chat(stream Outer.Inner) returns (stream Claims) { option idempotency_level = IDEMPOTENT; }
+}
+message ValidateTokenRequest { string token = 1; }
+message Claims { string sub = 1; }
+message Outer { message Inner {} }
+"#;
+
+    const COMMON: &str = r#"syntax = "proto3";
+package nova.common.v1;
+message Ping { message Pong {} }
+"#;
+
+    fn auth() -> Vec<ServiceModel> {
+        parse(vec![
+            ("nova/common/v1/common.proto", COMMON.to_owned()),
+            ("nova/auth/v1/auth.proto", AUTH.to_owned()),
+        ])
+    }
+
+    #[test]
+    fn services_methods_kinds_and_types() {
+        let services = auth();
+        assert_eq!(services.len(), 1);
+        let service = &services[0];
+        assert_eq!(service.path, ".nova.auth.v1.AuthService");
+        assert_eq!(service.package, "nova.auth.v1");
+        assert_eq!(service.rust_name, "AuthService");
+        assert_eq!(service.file, "nova/auth/v1/auth.proto");
+        assert_eq!(service.comments, vec![" Checks tokens."]);
+        let shape: Vec<(&str, &str, RpcKind, &str, &str)> = service
+            .methods
+            .iter()
+            .map(|m| {
+                (
+                    m.path.as_str(),
+                    m.rust_name.as_str(),
+                    m.kind,
+                    m.input_type.as_str(),
+                    m.output_type.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    ".nova.auth.v1.AuthService.ValidateToken",
+                    "validate_token",
+                    RpcKind::Unary,
+                    "super::ValidateTokenRequest",
+                    "super::Claims"
+                ),
+                (
+                    ".nova.auth.v1.AuthService.Type",
+                    "r#type",
+                    RpcKind::ClientStreaming,
+                    "super::Claims",
+                    "()"
+                ),
+                (
+                    ".nova.auth.v1.AuthService.Watch",
+                    "watch",
+                    RpcKind::ServerStreaming,
+                    "::prost_types::Timestamp",
+                    "super::super::super::common::v1::ping::Pong"
+                ),
+                (
+                    ".nova.auth.v1.AuthService.Chat",
+                    "chat",
+                    RpcKind::BidiStreaming,
+                    "super::outer::Inner",
+                    "super::Claims"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_deprecation_and_idempotency() {
+        let services = auth();
+        let methods = &services[0].methods;
+        assert_eq!(
+            methods[0].comments,
+            vec![" Validates a token.", " Second line."]
+        );
+        assert_eq!(methods[1].comments, vec![" trailing"]);
+        assert!(methods[1].deprecated);
+        assert!(!methods[0].deprecated);
+        let level = methods[0].idempotency_level.as_ref().unwrap();
+        assert_eq!(level.level, "NO_SIDE_EFFECTS");
+        assert_eq!(level.at.line, 16);
+        assert_eq!(
+            methods[3].idempotency_level.as_ref().unwrap().level,
+            "IDEMPOTENT"
+        );
+        assert_eq!(methods[2].idempotency_level, None);
+    }
+
+    #[test]
+    fn custom_options_keep_presence_and_location() {
+        let services = auth();
+        let service_option = services[0].option.as_ref().unwrap();
+        assert_eq!(
+            service_option.at,
+            ProtoLocation {
+                file: "nova/auth/v1/auth.proto".into(),
+                line: 10
+            }
+        );
+        assert_eq!(
+            service_option.values,
+            PolicyValues {
+                failure_threshold: Some(3),
+                shared_breaker: Some(true),
+                ..PolicyValues::default()
+            }
+        );
+        let method_option = services[0].methods[0].option.as_ref().unwrap();
+        assert_eq!(method_option.at.line, 15);
+        assert_eq!(
+            method_option.values,
+            PolicyValues {
+                timeout: Some(Duration::from_millis(2000)),
+                fallback: Some(FallbackMode::NONE),
+                // an explicit zero is kept, so validation can report it
+                open_for: Some(Duration::ZERO),
+                ..PolicyValues::default()
+            }
+        );
+        assert_eq!(services[0].methods[1].option, None);
+    }
+
+    #[test]
+    fn protos_without_the_options_import_parse() {
+        let services = parse(vec![(
+            "plain.proto",
+            "syntax = \"proto3\"; service Plain { rpc Ping(P) returns (P); } message P {}"
+                .to_owned(),
+        )]);
+        assert_eq!(services[0].path, ".Plain");
+        assert_eq!(services[0].methods[0].input_type, "super::P");
+        assert_eq!(services[0].option, None);
+    }
+
+    #[test]
+    fn name_clashes_are_errors() {
+        let source = r#"syntax = "proto3"; package p;
+service S { rpc GetFoo(M) returns (M); rpc get_foo(M) returns (M); rpc Connect(M) returns (M); }
+service Svc { rpc A(M) returns (M); }
+message SvcResilient { oneof x { int32 a = 1; } }
+message M {}"#;
+        let pool = compile(vec![("p.proto", source.to_owned())]);
+        let services = parse_services(&pool, &TypeResolver::new(&[]).unwrap(), &|n| n.to_owned());
+        let message = check_names(&pool, &services).unwrap_err().to_string();
+        assert!(
+            message.contains(
+                "RPCs `GetFoo` and `get_foo` of .p.S both become the Rust method `get_foo`"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("RPC .p.S.Connect becomes the Rust method `connect`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`svc_resilient` of .p.Svc clashes"),
+            "{message}"
+        );
+        assert!(check_names(&pool, &services[1..1]).is_ok());
+    }
+
+    #[test]
+    fn identifier_rules_follow_prost_and_tonic() {
+        for (proto, snake) in [
+            ("ValidateToken", "validate_token"),
+            ("Type", "r#type"),
+            ("Self", "self_"),
+            ("Match", "r#match"),
+            ("HTTPGet", "http_get"),
+        ] {
+            assert_eq!(to_snake(proto), snake);
+        }
+        assert_eq!(naive_snake_case("AuthService"), "auth_service");
+        assert_eq!(naive_snake_case("HTTPService"), "h_t_t_p_service");
+        assert_eq!(to_upper_camel("auth_service"), "AuthService");
+    }
+
+    #[test]
+    fn extern_paths_resolve_like_prost() {
+        let types = TypeResolver::new(&[
+            (".nova.common".to_owned(), "::common_types".to_owned()),
+            (".other.Thing".to_owned(), "crate::things::Thing".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(
+            types.tonic_type(".nova.common.v1.Ping.Pong", "nova.auth.v1"),
+            "::common_types::v1::ping::Pong"
+        );
+        assert_eq!(
+            types.tonic_type(".other.Thing", "nova.auth.v1"),
+            "crate::things::Thing"
+        );
+        assert_eq!(types.tonic_type(".google.protobuf.Empty", "x"), "()");
+        assert_eq!(
+            types.tonic_type(".google.protobuf.Timestamp", "x"),
+            "::prost_types::Timestamp"
+        );
+        assert_eq!(
+            types.tonic_type(".nova.auth.v1.Claims", "nova.auth.v1"),
+            "super::Claims"
+        );
+        assert_eq!(types.tonic_type(".Top", ""), "super::Top");
+        assert!(TypeResolver::new(&[("nova".to_owned(), "::x".to_owned())]).is_err());
+        assert!(TypeResolver::new(&[(".google.protobuf".to_owned(), "::x".to_owned())]).is_err());
+    }
+}

@@ -1,0 +1,412 @@
+//! The `<Service>ResilientClient` and the static `ServiceSpec` table it runs on.
+
+use std::io;
+use std::time::Duration;
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use super::{RenderOptions, docs, method_ident, rust_type};
+use crate::model::{MethodModel, RpcKind, ServiceModel, Sourced};
+use crate::parse::client_module_name;
+use crate::policy::FallbackMode;
+
+/// The `SERVICE` table: names, kinds and build-time policies the runtime reads.
+pub(crate) fn spec_table(service: &ServiceModel) -> io::Result<TokenStream> {
+    let path = &service.path;
+    let name = &service.proto_name;
+    let shared = service.shared_breaker.as_ref().is_some_and(|s| s.value);
+    let methods = service
+        .methods
+        .iter()
+        .map(method_spec)
+        .collect::<io::Result<Vec<_>>>()?;
+    // `..PolicySpec::EMPTY` lets the runtime add policy fields without breaking code
+    // generated before them; today it names no missing field.
+    Ok(quote! {
+        #[allow(clippy::needless_update)]
+        static SERVICE: resilient_runtime::spec::ServiceSpec = resilient_runtime::spec::ServiceSpec {
+            path: #path,
+            name: #name,
+            shared_breaker: #shared,
+            methods: &[#(#methods),*],
+        };
+    })
+}
+
+fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
+    let name = &method.proto_name;
+    let kind = format_ident!("{}", method.kind.spec_variant());
+    let idempotent = method.policy.is_idempotent();
+    let policy = &method.policy;
+    let count = |value: &Option<Sourced<u32>>| match value {
+        Some(v) => {
+            let n = Literal::u32_unsuffixed(v.value);
+            quote!(Some(#n))
+        }
+        None => quote!(None),
+    };
+    let duration = |option: &str, value: &Option<Sourced<Duration>>| match value {
+        Some(v) => duration_tokens(&method.path, option, v.value).map(|d| quote!(Some(#d))),
+        None => Ok(quote!(None)),
+    };
+    let failure_threshold = count(&policy.failure_threshold);
+    let success_threshold = count(&policy.success_threshold);
+    let half_open_max_calls = count(&policy.half_open_max_calls);
+    let open_for = duration("open_for", &policy.open_for)?;
+    let timeout = duration("timeout", &policy.timeout)?;
+    let fallback = match &policy.fallback {
+        Some(Sourced {
+            value:
+                FallbackMode {
+                    open,
+                    timeout,
+                    failure,
+                },
+            ..
+        }) => quote! {
+            Some(resilient_runtime::spec::FallbackMode { open: #open, timeout: #timeout, failure: #failure })
+        },
+        None => quote!(None),
+    };
+    Ok(quote! {
+        resilient_runtime::spec::MethodSpec {
+            name: #name,
+            kind: resilient_runtime::spec::RpcKind::#kind,
+            idempotent: #idempotent,
+            policy: resilient_runtime::spec::PolicySpec {
+                failure_threshold: #failure_threshold,
+                success_threshold: #success_threshold,
+                open_for: #open_for,
+                timeout: #timeout,
+                half_open_max_calls: #half_open_max_calls,
+                fallback: #fallback,
+                ..resilient_runtime::spec::PolicySpec::EMPTY
+            },
+        }
+    })
+}
+
+/// `std::time::Duration::from_millis(N)` when the value is whole milliseconds, the exact
+/// seconds and nanoseconds otherwise.
+fn duration_tokens(path: &str, option: &str, value: Duration) -> io::Result<TokenStream> {
+    if value.subsec_nanos().is_multiple_of(1_000_000)
+        && let Ok(millis) = u64::try_from(value.as_millis())
+    {
+        let millis = Literal::u64_unsuffixed(millis);
+        return Ok(quote!(std::time::Duration::from_millis(#millis)));
+    }
+    if value.as_secs() > u64::from(u32::MAX) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "invalid policy for {path}: {option} = {value:?} is too large; use at most {} seconds",
+                u32::MAX
+            ),
+        ));
+    }
+    let secs = Literal::u64_unsuffixed(value.as_secs());
+    let nanos = Literal::u32_unsuffixed(value.subsec_nanos());
+    Ok(quote!(std::time::Duration::new(#secs, #nanos)))
+}
+
+/// The client struct, its constructors, accessors and one method per RPC.
+pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Result<TokenStream> {
+    let client = format_ident!("{}ResilientClient", service.rust_name);
+    let fallback_trait = format_ident!("{}Fallback", service.rust_name);
+    let raw_module = format_ident!("{}", client_module_name(service));
+    let raw_client = format_ident!("{}Client", service.rust_name);
+    let raw = quote!(super::#raw_module::#raw_client);
+    let raw_name = format!("{}::{}", client_module_name(service), raw_client);
+
+    let struct_docs = docs::attrs(&[
+        format!(
+            "A drop-in for `{raw_name}`: every RPC of `{}` goes through its circuit breaker \
+             and timeout and, when the client has one, its fallback.",
+            service.proto_name
+        ),
+        String::new(),
+        "Methods take `&self`; clones share breakers, which are also registered process-wide \
+         by (service, RPC) for metrics. Unary and client-streaming calls time out over the \
+         whole call and record the final status. Server-streaming and bidi calls time out on \
+         the response headers and return a stream that records its terminal status when it \
+         ends; a stream dropped early counts as neither success nor failure."
+            .to_owned(),
+    ]);
+
+    let tonic_bounds = quote! {
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<tonic::codegen::StdError>,
+        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + std::marker::Send,
+    };
+
+    let constructors = if options.expose_raw_clients {
+        quote! {
+            impl #client<tonic::transport::Channel> {
+                /// Connects to `dst` like tonic's `connect`, then wraps the client as
+                /// [`Self::try_new`] does.
+                pub async fn connect<D>(dst: D) -> Result<Self, resilient_runtime::client::ConnectError>
+                where
+                    D: TryInto<tonic::transport::Endpoint>,
+                    D::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+                {
+                    let inner = #raw::connect(dst)
+                        .await
+                        .map_err(resilient_runtime::client::ConnectError::Transport)?;
+                    Self::try_new(inner).map_err(resilient_runtime::client::ConnectError::Config)
+                }
+            }
+
+            impl<T> #client<T> {
+                /// Wraps `inner`, with the build-time policy of every RPC overlaid by the
+                /// runtime configuration (`RESILIENT_ENV`, `RESILIENT_CONFIG`).
+                ///
+                /// A runtime configuration that cannot be loaded is logged with `tracing`
+                /// and ignored: the client then runs on the build-time policy and the
+                /// environment preset. Use [`Self::try_new`] to get the error instead.
+                pub fn new(inner: #raw<T>) -> Self {
+                    Self {
+                        inner,
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime: resilient_runtime::client::ServiceRuntime::new_or_log(&SERVICE),
+                    }
+                }
+
+                /// Like [`Self::new`], but returns the error of a runtime configuration that
+                /// cannot be loaded (an unknown key, a bad value) instead of logging it.
+                pub fn try_new(inner: #raw<T>) -> Result<Self, resilient_runtime::ConfigError> {
+                    Ok(Self {
+                        inner,
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
+                    })
+                }
+            }
+        }
+    } else {
+        quote! {
+            impl #client<tonic::transport::Channel> {
+                /// Connects to `dst` like tonic's `connect`, then sets the client up as
+                /// [`Self::try_new`] does.
+                pub async fn connect<D>(dst: D) -> Result<Self, resilient_runtime::client::ConnectError>
+                where
+                    D: TryInto<tonic::transport::Endpoint>,
+                    D::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+                {
+                    let inner = #raw::connect(dst)
+                        .await
+                        .map_err(resilient_runtime::client::ConnectError::Transport)?;
+                    let runtime = resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)
+                        .map_err(resilient_runtime::client::ConnectError::Config)?;
+                    Ok(Self {
+                        inner,
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime,
+                    })
+                }
+            }
+
+            impl<T> #client<T>
+            where
+                #tonic_bounds
+            {
+                /// Builds the client over `transport` (a `Channel`, or any tonic
+                /// `GrpcService`), with the build-time policy of every RPC overlaid by the
+                /// runtime configuration (`RESILIENT_ENV`, `RESILIENT_CONFIG`).
+                ///
+                /// This build hides tonic's raw client, so the only way to call the service
+                /// is through the breakers.
+                ///
+                /// A runtime configuration that cannot be loaded is logged with `tracing`
+                /// and ignored: the client then runs on the build-time policy and the
+                /// environment preset. Use [`Self::try_new`] to get the error instead.
+                pub fn new(transport: T) -> Self {
+                    Self {
+                        inner: #raw::new(transport),
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime: resilient_runtime::client::ServiceRuntime::new_or_log(&SERVICE),
+                    }
+                }
+
+                /// Like [`Self::new`], but returns the error of a runtime configuration that
+                /// cannot be loaded (an unknown key, a bad value) instead of logging it.
+                pub fn try_new(transport: T) -> Result<Self, resilient_runtime::ConfigError> {
+                    Ok(Self {
+                        inner: #raw::new(transport),
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
+                    })
+                }
+            }
+        }
+    };
+
+    let raw_access = options.expose_raw_clients.then(|| {
+        quote! {
+            /// The tonic client underneath. Calls made on it bypass the breakers.
+            pub fn inner(&self) -> &#raw<T> {
+                &self.inner
+            }
+
+            /// Unwraps the tonic client underneath. Calls made on it bypass the breakers.
+            pub fn into_inner(self) -> #raw<T> {
+                self.inner
+            }
+        }
+    });
+
+    let with_fallback_docs = docs::attrs(&[format!(
+        "The same client with `fallback` answering for failed calls (see \
+         [`{fallback_trait}`]). Breakers stay shared with the clones of `self`."
+    )]);
+
+    let methods = service
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(index, method)| rpc_method(index, method))
+        .collect::<io::Result<Vec<_>>>()?;
+
+    Ok(quote! {
+        #struct_docs
+        pub struct #client<T = tonic::transport::Channel, F = resilient_runtime::NoFallback> {
+            inner: #raw<T>,
+            fallback: std::sync::Arc<F>,
+            runtime: std::sync::Arc<resilient_runtime::client::ServiceRuntime>,
+        }
+
+        impl<T: Clone, F> Clone for #client<T, F> {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: std::clone::Clone::clone(&self.inner),
+                    fallback: std::sync::Arc::clone(&self.fallback),
+                    runtime: std::sync::Arc::clone(&self.runtime),
+                }
+            }
+        }
+
+        #constructors
+
+        impl<T, F> #client<T, F> {
+            #with_fallback_docs
+            pub fn with_fallback<G: #fallback_trait>(self, fallback: G) -> #client<T, G> {
+                #client {
+                    inner: self.inner,
+                    fallback: std::sync::Arc::new(fallback),
+                    runtime: self.runtime,
+                }
+            }
+
+            /// The breaker guarding `rpc`, by its proto name (`"ValidateToken"`); `None` for
+            /// a name the service does not have. With a shared breaker every RPC returns
+            /// the same one.
+            pub fn breaker(&self, rpc: &str) -> Option<&resilient_runtime::CircuitBreaker> {
+                self.runtime.breaker(rpc)
+            }
+
+            /// The breakers, effective policies and configuration of this service.
+            pub fn runtime(&self) -> &resilient_runtime::client::ServiceRuntime {
+                &self.runtime
+            }
+
+            /// The build-time description of this service: names, kinds, policies.
+            pub fn spec() -> &'static resilient_runtime::spec::ServiceSpec {
+                &SERVICE
+            }
+
+            #raw_access
+        }
+
+        impl<T, F> #client<T, F>
+        where
+            T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+            T::Error: Into<tonic::codegen::StdError>,
+            T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,
+            <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + std::marker::Send,
+            T::Future: Send,
+            F: #fallback_trait,
+        {
+            #(#methods)*
+        }
+    })
+}
+
+fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
+    let ident = method_ident(method);
+    let input = rust_type(&method.input_type)?;
+    let output = rust_type(&method.output_type)?;
+    let index = Literal::usize_unsuffixed(index);
+
+    let mut lines = docs::from_proto(&method.comments);
+    if !lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines.push(format!(
+        "Calls `{}` through its breaker, timeout and fallback.",
+        method.proto_name
+    ));
+    let doc = docs::attrs(&lines);
+    // The client and fallback methods it calls are deprecated too; that is not news here.
+    let deprecated = method
+        .deprecated
+        .then(|| quote!(#[deprecated] #[allow(deprecated)]));
+
+    // Unary and server-streaming executors may retry, so they take an `FnMut` that
+    // clones tonic's client (cheap: a channel handle) for each attempt. A consumed request
+    // stream cannot be retried: client-streaming and bidi executors take an `FnOnce`.
+    let (argument, request, executor, client_setup, call, fallback_call) = match method.kind {
+        RpcKind::Unary | RpcKind::ServerStreaming => (
+            quote!(request: impl tonic::IntoRequest<#input>),
+            quote!(request.into_request()),
+            if method.kind == RpcKind::Unary {
+                quote!(unary)
+            } else {
+                quote!(server_streaming)
+            },
+            quote!(let inner = &self.inner;),
+            quote! {
+                move |request| {
+                    let mut inner = std::clone::Clone::clone(inner);
+                    async move { inner.#ident(request).await }
+                }
+            },
+            quote!(move |message, cause| fallback.#ident(message, cause)),
+        ),
+        RpcKind::ClientStreaming | RpcKind::BidiStreaming => (
+            quote!(request: impl tonic::IntoStreamingRequest<Message = #input>),
+            quote!(request.into_streaming_request()),
+            if method.kind == RpcKind::ClientStreaming {
+                quote!(client_streaming)
+            } else {
+                quote!(bidi_streaming)
+            },
+            quote!(let mut inner = std::clone::Clone::clone(&self.inner);),
+            quote!(move |request| async move { inner.#ident(request).await }),
+            quote!(move |cause| fallback.#ident(cause)),
+        ),
+    };
+    let response = match method.kind {
+        RpcKind::Unary | RpcKind::ClientStreaming => quote!(tonic::Response<#output>),
+        RpcKind::ServerStreaming | RpcKind::BidiStreaming => {
+            quote!(tonic::Response<resilient_runtime::ResilientStreaming<#output>>)
+        }
+    };
+
+    Ok(quote! {
+        #doc
+        #deprecated
+        pub async fn #ident(&self, #argument) -> Result<#response, tonic::Status> {
+            #client_setup
+            let fallback = &self.fallback;
+            resilient_runtime::call::#executor(
+                self.runtime.method(#index),
+                #request,
+                F::ENABLED,
+                #call,
+                #fallback_call,
+            )
+            .await
+        }
+    })
+}

@@ -1,0 +1,128 @@
+//! Model to Rust source, formatted with prettyplease. Pure: no file or environment access.
+
+mod client;
+pub(crate) mod docs;
+mod fallback;
+
+use std::io;
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::model::{MethodModel, ServiceModel};
+use crate::parse::{client_module_name, module_name};
+
+/// Build-wide choices that change the generated code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RenderOptions {
+    /// Whether tonic's client stays public and the resilient client offers `inner()`.
+    pub(crate) expose_raw_clients: bool,
+}
+
+/// The `<service>_resilient` module of one service, formatted.
+pub(crate) fn render_service(
+    service: &ServiceModel,
+    options: &RenderOptions,
+) -> io::Result<String> {
+    let module = format_ident!("{}", module_name(service));
+    let raw = format!(
+        "{}::{}Client",
+        client_module_name(service),
+        service.rust_name
+    );
+
+    let mut lines = docs::from_proto(&service.comments);
+    if !lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines.push(if options.expose_raw_clients {
+        format!(
+            "Resilient client for `{}`: wraps `{raw}` with a circuit breaker, a timeout and a \
+             fallback per RPC.",
+            service.proto_name
+        )
+    } else {
+        format!(
+            "Resilient client for `{}`: wraps `{raw}`, which this build keeps private, with a \
+             circuit breaker, a timeout and a fallback per RPC.",
+            service.proto_name
+        )
+    });
+    if service.deprecated {
+        lines.push(String::new());
+        lines.push(format!(
+            "`{}` is deprecated in its proto file.",
+            service.proto_name
+        ));
+    }
+    let module_docs = docs::attrs(&lines);
+
+    let fallback = fallback::render(service)?;
+    let spec = client::spec_table(service)?;
+    let client = client::render(service, options)?;
+    format(quote! {
+        #module_docs
+        pub mod #module {
+            #fallback
+            #spec
+            #client
+        }
+    })
+}
+
+/// Makes tonic's client module `module` private to the package module, so only the
+/// resilient client next to it can reach the raw client.
+///
+/// The module keeps tonic's `#![allow(..)]`s and gets `#![allow(unreachable_pub)]`, as
+/// its items stay `pub` inside a now private module.
+pub(crate) fn hide_client_module(tonic_code: &str, module: &str) -> io::Result<String> {
+    let mut file = syn::parse_file(tonic_code)
+        .map_err(|e| internal(&format!("tonic's output does not parse: {e}")))?;
+    let mut found = false;
+    for item in &mut file.items {
+        if let syn::Item::Mod(item) = item
+            && item.ident == module
+        {
+            item.vis = syn::Visibility::Inherited;
+            // Inner, next to tonic's own `#![allow(..)]`: clippy rejects a mix of styles.
+            item.attrs
+                .push(syn::parse_quote!(#![allow(unreachable_pub)]));
+            found = true;
+        }
+    }
+    if found {
+        Ok(prettyplease::unparse(&file))
+    } else {
+        Err(internal(&format!(
+            "tonic's output has no module `{module}`"
+        )))
+    }
+}
+
+/// Parses and formats generated tokens.
+fn format(tokens: TokenStream) -> io::Result<String> {
+    let file = syn::parse2::<syn::File>(tokens)
+        .map_err(|e| internal(&format!("generated code does not parse: {e}")))?;
+    Ok(prettyplease::unparse(&file))
+}
+
+/// The Rust method name of an RPC, raw when it is a keyword (`r#type`).
+fn method_ident(method: &MethodModel) -> Ident {
+    format_ident!("{}", method.rust_name)
+}
+
+/// A Rust type written as a string: `super::Claims`, `()`, a user's `extern_path`.
+fn rust_type(text: &str) -> io::Result<syn::Type> {
+    syn::parse_str(text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{text}` is not a Rust type ({e}); check the extern_path that maps to it"),
+        )
+    })
+}
+
+fn internal(what: &str) -> io::Error {
+    io::Error::other(format!(
+        "resilient-build internal error: {what}; please report this with the proto that causes it"
+    ))
+}

@@ -1,0 +1,206 @@
+//! A user's mistake fails the build with a message that says where and what to do.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use resilient_build::Policy;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "resilient-build-errors-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("proto/nova/auth/v1")).unwrap();
+        TempDir(dir)
+    }
+
+    fn proto(&self, source: &str) -> PathBuf {
+        let path = self.0.join("proto/nova/auth/v1/auth.proto");
+        fs::write(&path, source).unwrap();
+        path
+    }
+
+    fn compile(&self, builder: resilient_build::Builder) -> String {
+        builder
+            .out_dir(self.0.join("out"))
+            .emit_rerun_if_changed(false)
+            .compile_protos(
+                &[self.0.join("proto/nova/auth/v1/auth.proto")],
+                &[self.0.join("proto")],
+            )
+            .expect_err("the build must fail")
+            .to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const AUTH: &str = r#"syntax = "proto3";
+package nova.auth.v1;
+import "resilient/v1/options.proto";
+
+service AuthService {
+  rpc ValidateToken(ValidateTokenRequest) returns (Claims) {
+    option (resilient.v1.policy) = { success_threshold: 0 };
+  }
+  rpc Refresh(ValidateTokenRequest) returns (Claims);
+}
+message ValidateTokenRequest { string token = 1; }
+message Claims { string sub = 1; }
+"#;
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let dir = TempDir::new("syntax");
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\n\nmessage Claims {\n  string sub = 1\n}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    assert_eq!(
+        message,
+        format!(
+            "failed to compile protos: {}:6:1: expected ';' or '[', but found '}}'",
+            shown(&path)
+        )
+    );
+}
+
+#[test]
+fn unresolved_type_names_file_line_and_column() {
+    let dir = TempDir::new("type");
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\nmessage Claims {\n  Missing sub = 1;\n}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    assert!(
+        message.starts_with(&format!("failed to compile protos: {}:4:3:", shown(&path))),
+        "{message}"
+    );
+    assert!(message.contains("Missing"), "{message}");
+}
+
+#[test]
+fn missing_import_is_an_error() {
+    let dir = TempDir::new("import");
+    dir.proto("syntax = \"proto3\";\nimport \"nova/common/v1/missing.proto\";\n");
+    let message = dir.compile(resilient_build::configure());
+    assert!(
+        message.contains("nova/common/v1/missing.proto"),
+        "{message}"
+    );
+}
+
+#[test]
+fn misspelt_policy_path_suggests_the_nearest() {
+    let dir = TempDir::new("path");
+    dir.proto(&AUTH.replace("success_threshold: 0", "success_threshold: 1"));
+    let message =
+        dir.compile(resilient_build::configure().policy(".nova.auth.v1.AuthServce", Policy::new()));
+    assert_eq!(
+        message,
+        "no service or method matches \".nova.auth.v1.AuthServce\"; did you mean \".nova.auth.v1.AuthService\"?"
+    );
+    let message = dir.compile(
+        resilient_build::configure().policy(".nova.auth.v1.AuthService.Refesh", Policy::new()),
+    );
+    assert!(
+        message.ends_with("did you mean \".nova.auth.v1.AuthService.Refresh\"?"),
+        "{message}"
+    );
+}
+
+#[test]
+fn zero_values_name_the_rpc_the_option_and_the_source() {
+    let dir = TempDir::new("zero");
+    let path = dir.proto(AUTH);
+    let message = dir.compile(resilient_build::configure().policy(
+        ".nova.auth.v1.AuthService.Refresh",
+        Policy::new().failure_threshold(0),
+    ));
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 2, "{message}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: success_threshold = 0 \
+             (set by `(resilient.v1.policy)` at {}:7)",
+            shown(&path)
+        )),
+        "{message}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "invalid policy for .nova.auth.v1.AuthService.Refresh: failure_threshold = 0 \
+             (set by build.rs `.policy(\".nova.auth.v1.AuthService.Refresh\", ..)`)"
+        ),
+        "{message}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("leave it unset")),
+        "{message}"
+    );
+
+    let message = dir.compile(
+        resilient_build::configure().default_policy(Policy::new().timeout(Duration::ZERO)),
+    );
+    assert!(
+        message.contains("timeout = 0 (set by build.rs default policy"),
+        "{message}"
+    );
+}
+
+#[test]
+fn shared_breaker_on_an_rpc_is_rejected() {
+    let dir = TempDir::new("shared");
+    dir.proto(&AUTH.replace("success_threshold: 0", "success_threshold: 1"));
+    let message = dir.compile(resilient_build::configure().policy(
+        ".nova.auth.v1.AuthService.Refresh",
+        Policy::new().shared_breaker(true),
+    ));
+    assert!(
+        message
+            .contains("sets shared_breaker, but \".nova.auth.v1.AuthService.Refresh\" is an RPC"),
+        "{message}"
+    );
+    assert!(
+        message.contains("service path \".nova.auth.v1.AuthService\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn clashing_method_names_are_rejected() {
+    let dir = TempDir::new("clash");
+    dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n  rpc GetKey(M) returns (M);\n  rpc get_key(M) returns (M);\n}\nmessage M {}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    assert!(
+        message.contains("both become the Rust method `get_key`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_proto_file_is_an_error() {
+    let dir = TempDir::new("unknown");
+    let message = resilient_build::configure()
+        .out_dir(dir.0.join("out"))
+        .compile_protos(&[dir.0.join("proto/none.proto")], &[dir.0.join("proto")])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("none.proto"), "{message}");
+}
