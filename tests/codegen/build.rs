@@ -1,0 +1,29 @@
+//! Generates the test packages with resilient-build.
+
+use std::time::Duration;
+
+use resilient_build::Policy;
+
+fn main() -> std::io::Result<()> {
+    resilient_build::configure()
+        .policy(
+            ".nova.auth.v1.AuthService",
+            Policy::new()
+                .failure_threshold(3)
+                .success_threshold(3)
+                .timeout(Duration::from_secs(2)),
+        )
+        .compile_protos(
+            &[
+                "proto/nova/auth/v1/auth.proto",
+                "proto/test/echo/v1/echo.proto",
+                "proto/test/a/v1/catalog.proto",
+            ],
+            &["proto"],
+        )?;
+    // A package whose unprotected tonic client is not reachable from outside the
+    // generated code.
+    resilient_build::configure()
+        .expose_raw_clients(false)
+        .compile_protos(&["proto/test/nested/deep/v1/keywords.proto"], &["proto"])
+}
