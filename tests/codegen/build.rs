@@ -18,6 +18,7 @@ fn main() -> std::io::Result<()> {
                 "proto/nova/auth/v1/auth.proto",
                 "proto/test/echo/v1/echo.proto",
                 "proto/test/a/v1/catalog.proto",
+                "proto/test/hops/v1/hops.proto",
             ],
             &["proto"],
         )?;

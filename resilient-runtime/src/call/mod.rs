@@ -211,7 +211,16 @@ where
                 return Err(Ended::Timeout(cause, message.take()));
             }
         };
-        let outcome = method.classifier().classify_status(&status);
+        // A DEADLINE_EXCEEDED from a dependency that was given only what was left of the
+        // caller's budget says nothing about the dependency.
+        let outcome = if binding
+            && deadline.set_by_caller
+            && status.code() == Code::DeadlineExceeded
+        {
+            Outcome::Ignored
+        } else {
+            method.classifier().classify_status(&status)
+        };
         permit.record(outcome);
         let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
             && !crate::is_circuit_open(&status);
@@ -375,7 +384,11 @@ where
             ));
         }
     };
-    let outcome = method.classifier().classify_status(&status);
+    let outcome = if deadline.set_by_caller && status.code() == Code::DeadlineExceeded {
+        Outcome::Ignored
+    } else {
+        method.classifier().classify_status(&status)
+    };
     permit.record(outcome);
     Err(if outcome == Outcome::Failure {
         Ended::Failure(status, Some(()))

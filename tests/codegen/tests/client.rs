@@ -36,7 +36,11 @@ impl EchoServiceFallback for Cache {
         cause: FallbackCause,
     ) -> Result<Response<EchoReply>, Status> {
         self.0.served.fetch_add(1, Ordering::SeqCst);
-        self.0.causes.lock().unwrap().push(cause.as_str().to_string());
+        self.0
+            .causes
+            .lock()
+            .unwrap()
+            .push(cause.as_str().to_string());
         Ok(Response::new(EchoReply {
             message: format!("cached {}", request.message),
             index: 0,
@@ -48,7 +52,11 @@ impl EchoServiceFallback for Cache {
         request: EchoRequest,
         cause: FallbackCause,
     ) -> Result<Response<ResilientStreaming<EchoReply>>, Status> {
-        self.0.causes.lock().unwrap().push(cause.as_str().to_string());
+        self.0
+            .causes
+            .lock()
+            .unwrap()
+            .push(cause.as_str().to_string());
         Ok(Response::new(ResilientStreaming::from_iter([EchoReply {
             message: format!("cached {}", request.message),
             index: 0,
@@ -73,14 +81,19 @@ async fn answers_like_tonic_when_all_is_well() {
     let reply = c.echo(req("hi")).await.unwrap().into_inner();
     assert_eq!(reply.message, "hi");
     assert_eq!(server.hits.echo(), 1);
-    assert_eq!(c.breaker("Echo").unwrap().state(), CircuitBreakerState::Closed);
+    assert_eq!(
+        c.breaker("Echo").unwrap().state(),
+        CircuitBreakerState::Closed
+    );
 }
 
 #[tokio::test]
 async fn slow_server_times_out_into_the_fallback() {
     let server = start().await;
     let cached = Arc::new(Cached::default());
-    let c = client(server.url()).await.with_fallback(Cache(cached.clone()));
+    let c = client(server.url())
+        .await
+        .with_fallback(Cache(cached.clone()));
     let started = Instant::now();
     let reply = c
         .echo(with("slow", |r| r.delay_ms = 2_000))
@@ -119,14 +132,24 @@ async fn circuit_opens_after_the_threshold_and_the_next_call_never_reaches_the_s
         assert!(!is_circuit_open(&err), "the server's own UNAVAILABLE");
     }
     assert_eq!(server.hits.echo(), 3);
-    assert_eq!(c.breaker("Echo").unwrap().state(), CircuitBreakerState::Open);
+    assert_eq!(
+        c.breaker("Echo").unwrap().state(),
+        CircuitBreakerState::Open
+    );
 
     let started = Instant::now();
     let err = c.echo(req("x")).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(50), "an open circuit answers at once");
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "an open circuit answers at once"
+    );
     assert!(is_circuit_open(&err), "{err:?}");
     assert!(err.message().contains("echo-service/Echo"), "{err:?}");
-    assert_eq!(server.hits.echo(), 3, "the rejected call never reached the server");
+    assert_eq!(
+        server.hits.echo(),
+        3,
+        "the rejected call never reached the server"
+    );
 
     // other RPCs have their own breakers
     let mut s = c
@@ -141,7 +164,9 @@ async fn circuit_opens_after_the_threshold_and_the_next_call_never_reaches_the_s
 async fn open_circuit_goes_to_the_fallback_without_calling() {
     let server = start().await;
     let cached = Arc::new(Cached::default());
-    let c = client(server.url()).await.with_fallback(Cache(cached.clone()));
+    let c = client(server.url())
+        .await
+        .with_fallback(Cache(cached.clone()));
     for _ in 0..3 {
         // failures are not sent to the fallback by default: the caller sees them
         let err = c
@@ -191,7 +216,11 @@ async fn recovers_after_the_open_time() {
     tokio::time::sleep(Duration::from_millis(260)).await;
     let reply = c.echo(req("back")).await.unwrap().into_inner();
     assert_eq!(reply.message, "back");
-    assert_eq!(breaker.state(), CircuitBreakerState::Closed, "success_threshold is 1");
+    assert_eq!(
+        breaker.state(),
+        CircuitBreakerState::Closed,
+        "success_threshold is 1"
+    );
 }
 
 #[tokio::test]
@@ -210,10 +239,18 @@ async fn server_streaming_records_its_terminal_status() {
         .into_inner();
     assert_eq!(s.message().await.unwrap().unwrap().index, 0);
     assert_eq!(s.message().await.unwrap().unwrap().index, 1);
-    assert_eq!(breaker.consecutive_failures(), 0, "nothing recorded mid-stream");
+    assert_eq!(
+        breaker.consecutive_failures(),
+        0,
+        "nothing recorded mid-stream"
+    );
     let err = s.message().await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(breaker.consecutive_failures(), 1, "the mid-stream error is a failure");
+    assert_eq!(
+        breaker.consecutive_failures(),
+        1,
+        "the mid-stream error is a failure"
+    );
 
     // a complete stream is a success
     let mut s = c
@@ -245,7 +282,11 @@ async fn a_stream_dropped_early_counts_neither_way() {
         .into_inner();
     assert!(s.message().await.unwrap().is_some());
     drop(s);
-    assert_eq!(breaker.consecutive_failures(), 2, "not a success, not a failure");
+    assert_eq!(
+        breaker.consecutive_failures(),
+        2,
+        "not a success, not a failure"
+    );
 }
 
 #[tokio::test]
@@ -285,7 +326,9 @@ async fn a_dropped_stream_frees_the_half_open_slot() {
 async fn server_streaming_fallback_serves_a_stream() {
     let server = start().await;
     let cached = Arc::new(Cached::default());
-    let c = client(server.url()).await.with_fallback(Cache(cached.clone()));
+    let c = client(server.url())
+        .await
+        .with_fallback(Cache(cached.clone()));
     let mut s = c
         .expand(with("slow", |r| r.delay_ms = 2_000))
         .await
@@ -361,16 +404,31 @@ async fn clones_share_breakers_and_breakers_are_registered_process_wide() {
     let server = start().await;
     let a = client(server.url()).await;
     let b = a.clone();
-    assert!(a.breaker("Echo").unwrap().ptr_eq(b.breaker("Echo").unwrap()));
-    assert!(!a.breaker("Echo").unwrap().ptr_eq(a.breaker("Expand").unwrap()));
+    assert!(
+        a.breaker("Echo")
+            .unwrap()
+            .ptr_eq(b.breaker("Echo").unwrap())
+    );
+    assert!(
+        !a.breaker("Echo")
+            .unwrap()
+            .ptr_eq(a.breaker("Expand").unwrap())
+    );
     assert!(a.breaker("NoSuchRpc").is_none());
     let registered = resilient_runtime::registry::find("echo-service", "Echo");
-    assert!(registered.iter().any(|r| r.ptr_eq(a.breaker("Echo").unwrap())));
+    assert!(
+        registered
+            .iter()
+            .any(|r| r.ptr_eq(a.breaker("Echo").unwrap()))
+    );
 
     // built from tonic's client, as a drop-in
     let raw = EchoServiceClient::connect(server.url()).await.unwrap();
     let c = EchoServiceResilientClient::new(raw);
-    assert_eq!(c.echo(req("raw")).await.unwrap().into_inner().message, "raw");
+    assert_eq!(
+        c.echo(req("raw")).await.unwrap().into_inner().message,
+        "raw"
+    );
 }
 
 #[test]
@@ -390,8 +448,18 @@ fn build_time_policy_reaches_the_client() {
     let echo = EchoServiceResilientClient::<tonic::transport::Channel>::spec();
     for m in echo.methods {
         assert_eq!(m.policy.failure_threshold, Some(3), "{}", m.name);
-        assert_eq!(m.policy.open_for, Some(Duration::from_millis(200)), "{}", m.name);
-        assert_eq!(m.policy.timeout, Some(Duration::from_millis(300)), "{}", m.name);
+        assert_eq!(
+            m.policy.open_for,
+            Some(Duration::from_millis(200)),
+            "{}",
+            m.name
+        );
+        assert_eq!(
+            m.policy.timeout,
+            Some(Duration::from_millis(300)),
+            "{}",
+            m.name
+        );
     }
     let kinds: Vec<RpcKind> = echo.methods.iter().map(|m| m.kind).collect();
     assert_eq!(

@@ -57,16 +57,20 @@ fn replies(req: EchoRequest) -> ReplyStream {
     let count = req.count;
     let fail_after = req.fail_after;
     let message = req.message;
-    Box::pin(tokio_stream::iter(0..count).map(move |i| {
-        if fail_after > 0 && i >= fail_after {
-            Err(Status::unavailable("stream broke"))
-        } else {
-            Ok(EchoReply {
-                message: message.clone(),
-                index: i,
+    Box::pin(
+        tokio_stream::iter(0..count)
+            .map(move |i| {
+                if fail_after > 0 && i >= fail_after {
+                    Err(Status::unavailable("stream broke"))
+                } else {
+                    Ok(EchoReply {
+                        message: message.clone(),
+                        index: i,
+                    })
+                }
             })
-        }
-    }).take_while_inclusive())
+            .take_while_inclusive(),
+    )
 }
 
 /// Stops a stream after its first error (tonic ends the call there anyway).
