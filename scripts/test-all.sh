@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "tests (unit, integration, doc; including those that need the tools above)"
 cargo test --workspace --all-features --locked -- --include-ignored
 
+step "deploy: promtool check/test rules, kubectl kustomize of every overlay"
+scripts/check-deploy.sh
+
 step "loom: exhaustive interleavings of half-open admission"
 RUSTFLAGS="--cfg resilient_loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p resilient-runtime --no-default-features --test loom --release --locked

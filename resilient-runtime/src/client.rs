@@ -3,9 +3,9 @@
 //! operator's runtime config.
 //!
 //! Precedence, highest first: runtime config (`RESILIENT_CONFIG`, per RPC then per
-//! service) > build-time policy (build.rs and proto options, merged by `resilient-build`)
-//! > environment preset (`RESILIENT_ENV`). An RPC with no deadline anywhere gets
-//! [`DEFAULT_TIMEOUT`]: no call waits forever.
+//! service), then the build-time policy (build.rs and proto options, merged by
+//! `resilient-build`), then the environment preset (`RESILIENT_ENV`). An RPC with no
+//! deadline anywhere gets [`DEFAULT_TIMEOUT`]: no call waits forever.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -49,6 +49,9 @@
 //!
 //! * `grpc` (default): tonic integration — [`GrpcClassifier`], `Status` conversion,
 //!   fallbacks and the executors generated clients call.
+//! * `discovery`: `Pool`, the balancing transport with per-endpoint ejection, and
+//!   `static:` targets; `dns`, `consul`, `etcd`: those targets, and registration for the
+//!   last two (see the `discover` and `pool` modules).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;
@@ -68,8 +71,12 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "grpc")]
 pub mod deadline;
+#[cfg(feature = "discovery")]
+pub mod discover;
 #[cfg(feature = "grpc")]
 mod fallback;
+#[cfg(feature = "discovery")]
+pub mod pool;
 #[cfg(feature = "grpc")]
 pub mod retry;
 #[cfg(feature = "grpc")]
@@ -88,6 +95,8 @@ pub use classify::{Classifier, ErrorIsFailure, Outcome};
 #[cfg(feature = "grpc")]
 pub use classify::{GrpcClassifier, is_client_timeout};
 pub use clock::{Clock, FakeClock, SystemClock};
+#[cfg(feature = "discovery")]
+pub use discover::{DiscoveryError, Target};
 #[cfg(feature = "grpc")]
 pub use fallback::{FallbackCause, NoFallback};
 #[cfg(feature = "http-endpoint")]
@@ -96,5 +105,7 @@ pub use observe::http::{MetricsServer, MetricsServerBuilder, MetricsServerError}
 pub use observe::metrics::Metrics;
 #[cfg(feature = "metrics")]
 pub use observe::{dashboard, metrics};
+#[cfg(feature = "discovery")]
+pub use pool::{Balance, Ejection, Pool, PoolBuilder};
 #[cfg(feature = "grpc")]
 pub use status::{CIRCUIT_OPEN_METADATA, RETRY_AFTER_METADATA, is_circuit_open, open_status};

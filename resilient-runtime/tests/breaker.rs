@@ -461,7 +461,7 @@ fn a_dropped_probe_frees_its_slot() {
 
     // A probe whose future is dropped mid-flight (the caller gave up)
     {
-        let mut fut = pin!(cb.call(|| std::future::pending::<Result<(), ()>>()));
+        let mut fut = pin!(cb.call(std::future::pending::<Result<(), ()>>));
         assert!(poll_once(fut.as_mut()).is_pending());
         assert_eq!(cb.state(), HalfOpen);
         assert_eq!(cb.probes_in_flight(), 1);

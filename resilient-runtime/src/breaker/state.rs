@@ -270,8 +270,8 @@ fn next_word(word: u64, state: CircuitBreakerState, mode: Mode, probes: u64) -> 
 }
 
 /// Increments a generation-tagged counter; a counter of an older generation restarts at
-/// 1. A counter already tagged with a newer generation is left alone (`None`): the call
-/// is stale, and must not wipe the newer generation's count.
+/// one. A counter already tagged with a newer generation is left alone (`None`): the
+/// call is stale, and must not wipe the newer generation's count.
 fn increment_tagged(counter: &AtomicU64, generation: u64) -> Option<u32> {
     let tag = tag(generation);
     let mut current = counter.load(Ordering::Relaxed);
@@ -647,9 +647,7 @@ impl Core {
                 {
                     return None; // a probe of an earlier half-open period
                 }
-                let Some(n) = increment_tagged(&self.successes, generation_of_call) else {
-                    return None;
-                };
+                let n = increment_tagged(&self.successes, generation_of_call)?;
                 if n < self.limits.success_threshold {
                     self.release(generation_of_call);
                     return None;

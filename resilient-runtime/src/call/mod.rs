@@ -191,6 +191,7 @@ where
             Ok(Ok(response)) => return Ok((response, permit)),
             Ok(Err(status)) if !is_client_timeout(&status) => status,
             _elapsed => {
+                breaker.notify_status(Code::DeadlineExceeded);
                 if binding && deadline.set_by_caller {
                     permit.record(Outcome::Ignored);
                 } else {
@@ -213,14 +214,13 @@ where
         };
         // A DEADLINE_EXCEEDED from a dependency that was given only what was left of the
         // caller's budget says nothing about the dependency.
-        let outcome = if binding
-            && deadline.set_by_caller
-            && status.code() == Code::DeadlineExceeded
-        {
-            Outcome::Ignored
-        } else {
-            method.classifier().classify_status(&status)
-        };
+        let outcome =
+            if binding && deadline.set_by_caller && status.code() == Code::DeadlineExceeded {
+                Outcome::Ignored
+            } else {
+                method.classifier().classify_status(&status)
+            };
+        breaker.notify_status(status.code());
         permit.record(outcome);
         let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
             && !crate::is_circuit_open(&status);
@@ -282,6 +282,7 @@ where
     let keep = mode.timeout || mode.failure;
     match attempts(method, request, keep, false, call).await {
         Ok((response, permit)) => {
+            method.breaker().notify_status(Code::Ok);
             permit.record(Outcome::Success);
             Ok(response)
         }
@@ -373,6 +374,7 @@ where
         Ok(Ok(response)) => return Ok((response, permit)),
         Ok(Err(status)) if !is_client_timeout(&status) => status,
         _elapsed => {
+            breaker.notify_status(Code::DeadlineExceeded);
             if deadline.set_by_caller {
                 permit.record(Outcome::Ignored);
             } else {
@@ -389,6 +391,7 @@ where
     } else {
         method.classifier().classify_status(&status)
     };
+    breaker.notify_status(status.code());
     permit.record(outcome);
     Err(if outcome == Outcome::Failure {
         Ended::Failure(status, Some(()))
@@ -416,6 +419,7 @@ where
     let _slot = enter_bulkhead(method).await?;
     match single(method, request, false, call).await {
         Ok((response, permit)) => {
+            method.breaker().notify_status(Code::Ok);
             permit.record(Outcome::Success);
             Ok(response)
         }

@@ -96,10 +96,20 @@ impl<T> ResilientStreaming<T> {
         let Some(permit) = self.permit.take() else {
             return;
         };
+        let breaker = permit.breaker();
         match outcome {
-            None => permit.record(Outcome::Success),
-            Some(status) if is_client_timeout(status) => permit.timed_out(),
-            Some(status) => permit.record(self.classifier.classify_status(status)),
+            None => {
+                breaker.notify_status(tonic::Code::Ok);
+                permit.record(Outcome::Success)
+            }
+            Some(status) if is_client_timeout(status) => {
+                breaker.notify_status(tonic::Code::DeadlineExceeded);
+                permit.timed_out()
+            }
+            Some(status) => {
+                breaker.notify_status(status.code());
+                permit.record(self.classifier.classify_status(status))
+            }
         }
     }
 }

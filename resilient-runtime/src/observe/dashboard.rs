@@ -174,7 +174,10 @@ impl Dashboard {
         }
         View {
             services,
-            span: window.map(|w| w.span),
+            span: window.map(|w| match w.span {
+                Some(span) => Span::Last(span),
+                None => Span::SinceStart,
+            }),
             latency,
         }
     }
@@ -191,7 +194,10 @@ impl Dashboard {
 
     fn write_text(&self, view: &View, out: &mut String) -> std::fmt::Result {
         writeln!(out, "Circuit Breaker State:")?;
-        let live: Vec<&ServiceView> = view.services.iter().filter(|s| s.live()).collect();
+        // Healthy first, the worst last, as in the design document: trouble sits right
+        // above the error rates.
+        let mut live: Vec<&ServiceView> = view.services.iter().filter(|s| s.live()).collect();
+        live.sort_by_key(|s| severity(s.worst().state));
         if live.is_empty() {
             writeln!(out, "└── (no circuit breaker)")?;
         }
@@ -232,7 +238,10 @@ impl Dashboard {
         }
         writeln!(out)?;
         match view.span {
-            Some(span) => writeln!(out, "Service Error Rates (last {}):", format_span(span))?,
+            Some(Span::Last(span)) => {
+                writeln!(out, "Service Error Rates (last {}):", format_span(span))?
+            }
+            Some(Span::SinceStart) => writeln!(out, "Service Error Rates (since start):")?,
             None => writeln!(out, "Service Error Rates:")?,
         }
         if view.span.is_none() {
@@ -290,7 +299,7 @@ impl Dashboard {
                 }
             }
         }
-        if latency && r.state != CircuitBreakerState::Open {
+        if latency && r.state == CircuitBreakerState::Closed {
             match r.p99 {
                 Some(p99) => parts.push(format!("p99: {}", format_latency(p99))),
                 None => parts.push("p99: n/a".into()),
@@ -317,10 +326,12 @@ impl Dashboard {
             count(CircuitBreakerState::HalfOpen),
             count(CircuitBreakerState::Open),
             match view.span {
-                Some(span) => format!(
+                Some(Span::Last(span)) => format!(
                     r#"<span class="window">error rates and p99 over the last {}</span>"#,
                     escape(&format_span(span))
                 ),
+                Some(Span::SinceStart) =>
+                    r#"<span class="window">error rates and p99 since start</span>"#.into(),
                 None => r#"<span class="window">no metrics installed: states only</span>"#.into(),
             }
         )?;
@@ -331,7 +342,10 @@ impl Dashboard {
             )?;
         }
         writeln!(out, r#"<main class="grid">"#)?;
-        for s in &view.services {
+        // Trouble first: open, half-open, closed, then services whose breakers are gone.
+        let mut cards: Vec<&ServiceView> = view.services.iter().collect();
+        cards.sort_by_key(|s| std::cmp::Reverse((s.live(), severity(s.worst().state))));
+        for s in cards {
             let worst = s.headline();
             let state = if s.live() {
                 worst.state.as_str()
@@ -406,8 +420,16 @@ impl Dashboard {
 struct View {
     services: Vec<ServiceView>,
     /// The metrics window, when there are metrics.
-    span: Option<Duration>,
+    span: Option<Span>,
     latency: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Span {
+    /// About this long (the age of the snapshot the counts start from).
+    Last(Duration),
+    /// Since the metrics were created: no snapshot is old enough yet.
+    SinceStart,
 }
 
 struct ServiceView {

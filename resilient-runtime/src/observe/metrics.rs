@@ -46,7 +46,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -150,7 +149,6 @@ impl MetricsBuilder {
             bounds_nanos: bounds.iter().map(|&s| secs_to_nanos(s)).collect(),
             bounds,
             latency: self.latency,
-            created: Instant::now(),
             history: Mutex::new(VecDeque::new()),
         });
         let mut registry = Registry::default();
@@ -369,7 +367,7 @@ impl Series {
 
     #[inline]
     fn is(&self, service: &str, rpc: &str) -> bool {
-        *self.service == *service && *self.rpc == *rpc
+        same(&self.service, service) && same(&self.rpc, rpc)
     }
 
     fn counts(&self) -> Counts {
@@ -434,7 +432,7 @@ impl Table {
     /// Runs `f` on the series of (`service`, `rpc`), creating it on first use.
     #[inline]
     fn with<R>(&self, service: &str, rpc: &str, buckets: usize, f: impl FnOnce(&Series) -> R) -> R {
-        let start = hash(service, rpc) as usize;
+        let start = (hash(service, rpc) >> 7) as usize;
         for probe in 0..MAX_PROBES {
             let slot = &self.slots[(start.wrapping_add(probe)) & (SLOTS - 1)];
             let series = match slot.get() {
@@ -471,55 +469,64 @@ impl Table {
     }
 }
 
-/// FxHash-style hash of the two labels, eight bytes at a time (SipHash would cost more
-/// than the rest of the recording).
+/// A hash of the two labels from their length and first and last eight bytes: five
+/// multiplications' worth of work, no loop, no call (hashing every byte cost more than
+/// the rest of the recording). Labels that differ only in their middle share a start
+/// slot and are told apart by the comparison, one probe further on.
 #[inline]
 fn hash(service: &str, rpc: &str) -> u64 {
-    let mut h = FxHasher(0);
-    h.write(service.as_bytes());
-    h.write_u8(0xff);
-    h.write(rpc.as_bytes());
-    // The high bits are the best mixed.
-    h.finish() >> 32
+    const K0: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K1: u64 = 0x517c_c1b7_2722_0a95;
+    let (a0, a1) = words(service.as_bytes());
+    let (b0, b1) = words(rpc.as_bytes());
+    let x = (a0 ^ a1.rotate_left(29) ^ service.len() as u64).wrapping_mul(K0);
+    let y = (b0 ^ b1.rotate_left(29) ^ (rpc.len() as u64) << 32).wrapping_mul(K1);
+    let h = x ^ y.rotate_left(17);
+    h ^ (h >> 31)
 }
 
-struct FxHasher(u64);
+/// Equality of two labels; those of 16 bytes or fewer (nearly all) with two word
+/// comparisons instead of a call to `memcmp`.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len()
+        && if a.len() <= 16 {
+            words(a) == words(b)
+        } else {
+            a == b
+        }
+}
 
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+/// Two words that, for a string of 16 bytes or fewer, cover every byte: the first and
+/// last eight (or four) bytes, overlapping; for three bytes or fewer, each byte.
+#[inline]
+fn words(s: &[u8]) -> (u64, u64) {
+    let n = s.len();
+    if n >= 8 {
+        (read8(s), read8(&s[n - 8..]))
+    } else if n >= 4 {
+        (read4(s), read4(&s[n - 4..]))
+    } else if n > 0 {
+        let b = |i: usize| u64::from(s[i]);
+        (b(0) | b(n / 2) << 8 | b(n - 1) << 16, 0)
+    } else {
+        (0, 0)
     }
 }
 
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-        self.add(bytes.len() as u64);
-    }
+#[inline]
+fn read8(s: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[..8]);
+    u64::from_le_bytes(w)
+}
 
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
+#[inline]
+fn read4(s: &[u8]) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[..4]);
+    u64::from(u32::from_le_bytes(w))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -532,7 +539,6 @@ struct Recorder {
     bounds: Vec<f64>,
     bounds_nanos: Box<[u64]>,
     latency: bool,
-    created: Instant,
     history: Mutex<VecDeque<Snapshot>>,
 }
 
@@ -739,8 +745,8 @@ pub(crate) struct SeriesWindow {
 /// The counters over a window.
 #[derive(Debug, Clone)]
 pub(crate) struct Window {
-    /// How long the window really is.
-    pub(crate) span: Duration,
+    /// How long the window really is; `None` when it starts at the metrics' creation.
+    pub(crate) span: Option<Duration>,
     pub(crate) series: Vec<SeriesWindow>,
 }
 
@@ -754,10 +760,11 @@ impl Recorder {
             .iter()
             .rposition(|s| now.saturating_duration_since(s.at) >= length);
         let (span, base_counts) = match base {
-            Some(i) => (now.saturating_duration_since(history[i].at), {
-                Some(&history[i].counts)
-            }),
-            None => (now.saturating_duration_since(self.created), None),
+            Some(i) => (
+                Some(now.saturating_duration_since(history[i].at)),
+                Some(&history[i].counts),
+            ),
+            None => (None, None),
         };
         let window = Window {
             span,
@@ -1114,11 +1121,91 @@ mod tests {
         }
     }
 
+    fn recorder() -> Recorder {
+        let bounds = vec![0.01, 0.1];
+        Recorder {
+            table: Table::new(),
+            bounds_nanos: bounds.iter().map(|&s| secs_to_nanos(s)).collect(),
+            bounds,
+            latency: true,
+            history: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn calls(r: &Recorder, n: u64, errors: u64) {
+        let labels = BreakerLabels {
+            name: "w",
+            service: "win-svc",
+            rpc: "Get",
+        };
+        r.with(&labels, |s| {
+            s.requests[0].fetch_add(n, Relaxed);
+            s.errors[14].fetch_add(errors, Relaxed);
+            s.buckets[0].fetch_add(n, Relaxed);
+        });
+    }
+
+    #[test]
+    fn windows_start_at_the_newest_snapshot_old_enough() {
+        let r = recorder();
+        let t0 = Instant::now();
+        let five = Duration::from_secs(300);
+        calls(&r, 100, 10);
+        // No snapshot yet: since start. This call takes the first snapshot.
+        let w = r.window(five, t0);
+        assert_eq!(w.span, None);
+        assert_eq!((w.series[0].requests, w.series[0].errors), (100, 10));
+
+        calls(&r, 50, 1);
+        // 4 s later: no new snapshot (one per 10 s), none 5 minutes old.
+        let w = r.window(five, t0 + Duration::from_secs(4));
+        assert_eq!(w.span, None);
+        assert_eq!((w.series[0].requests, w.series[0].errors), (150, 11));
+        assert_eq!(lock(&r.history).len(), 1);
+
+        // A snapshot at t0 + 60 s, then at t0 + 301 s the window starts at t0.
+        let w = r.window(five, t0 + Duration::from_secs(60));
+        assert_eq!(w.span, None);
+        calls(&r, 10, 5);
+        let w = r.window(five, t0 + Duration::from_secs(301));
+        assert_eq!(w.span, Some(Duration::from_secs(301)));
+        assert_eq!((w.series[0].requests, w.series[0].errors), (60, 6));
+        assert_eq!(w.series[0].buckets, vec![60, 0, 0]);
+
+        // Later still: the window moves to the t0 + 60 s snapshot; t0 is dropped.
+        let w = r.window(five, t0 + Duration::from_secs(400));
+        assert_eq!(w.span, Some(Duration::from_secs(340)));
+        assert_eq!((w.series[0].requests, w.series[0].errors), (10, 5));
+        assert_eq!(
+            lock(&r.history).front().map(|s| s.at),
+            Some(t0 + Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn label_equality_is_exact_at_every_length() {
+        let long = "x".repeat(40);
+        for n in 0..=40 {
+            let a = &long[..n];
+            assert!(same(a, a), "{n}");
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] = b'y';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!same(a, &b), "{n} bytes, differing at {i}");
+            }
+            if n < 40 {
+                assert!(!same(a, &long[..n + 1]), "{n} against {}", n + 1);
+            }
+        }
+        assert!(!same("ab", "abc") && !same("", "a") && same("", ""));
+    }
+
     #[test]
     fn hash_spreads_similar_keys() {
         use std::collections::HashSet;
         let slots: HashSet<usize> = (0..64)
-            .map(|i| hash("auth-service", &format!("Rpc{i}")) as usize & (SLOTS - 1))
+            .map(|i| (hash("auth-service", &format!("Rpc{i}")) >> 7) as usize & (SLOTS - 1))
             .collect();
         assert!(slots.len() > 48, "{} distinct slots of 64", slots.len());
     }

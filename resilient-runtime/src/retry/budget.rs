@@ -90,7 +90,7 @@ impl RetryBudget {
         self.clock.now_nanos() / 1_000_000_000
     }
 
-    fn slot<'a>(slots: &'a mut [(u64, u64, u64)], second: u64) -> &'a mut (u64, u64, u64) {
+    fn slot(slots: &mut [(u64, u64, u64)], second: u64) -> &mut (u64, u64, u64) {
         let n = slots.len();
         let slot = &mut slots[(second % n as u64) as usize];
         if slot.0 != second {

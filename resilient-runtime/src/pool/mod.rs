@@ -1,0 +1,722 @@
+//! The balancing transport: one lazily connected tonic [`Channel`] per endpoint of a
+//! target, behind a [`tower::Service`] that tonic clients and generated clients accept
+//! as their transport.
+//!
+//! ```no_run
+//! use resilient_runtime::Pool;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = Pool::from_target("dns:///auth-service.nova.svc.cluster.local:8083")?;
+//! // AuthServiceResilientClient::new(AuthServiceClient::new(pool.clone()))
+//! # let _ = pool; Ok(()) }
+//! ```
+//!
+//! * **Balancing**: [`Balance::PowerOfTwoChoices`] on calls in flight (the default), or
+//!   [`Balance::RoundRobin`].
+//! * **No endpoints**: a call fails at once with `UNAVAILABLE` saying why (the resolver's
+//!   last error, or an empty answer). Only before the first resolution has finished does
+//!   a call wait for it, at most [`PoolBuilder::first_resolution_wait`].
+//! * **Ejection**: consecutive connection failures or `UNAVAILABLE` answers take an
+//!   endpoint out of rotation ([`Ejection`]); the breaker above sees only the failures
+//!   the pool could not route around.
+//! * **Re-resolution**: DNS every [`PoolBuilder::refresh_interval`] with jitter, and early
+//!   (rate-limited) when an endpoint fails; Consul by blocking queries; etcd by a watch.
+//!   A resolver error, or an empty answer, keeps the last good set.
+//! * **Membership changes** never cut a call in flight: a removed endpoint's channel
+//!   lives until its last call ends.
+
+mod balance;
+mod eject;
+mod endpoint;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+pub use balance::Balance;
+pub use eject::Ejection;
+pub use endpoint::{EndpointInfo, EndpointState};
+
+use balance::Candidate;
+use endpoint::{CallGuard, Endpoint, TrackedBody, grpc_code};
+
+use crate::discover::resolve::{
+    Context as ResolveContext, Refresh, Report, Resolver, ResolverOptions,
+};
+use crate::discover::{Address, DiscoveryError, ErrorKind, Target};
+
+/// The error type of the pool's service: a boxed [`Status`] (tonic returns it as is).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type Configure =
+    Arc<dyn Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync>;
+
+/// A balancing, self-updating transport for one target. Clones share everything; the
+/// background resolution stops when the last clone is dropped.
+///
+/// `Pool` implements `tower::Service<http::Request<tonic::body::Body>>` with the same
+/// response type as [`Channel`], so it is accepted wherever a `Channel` is:
+/// `AuthServiceClient::new(pool)`, `AuthServiceResilientClient<Pool>`.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Arc<State>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Options of a [`Pool`]; from [`Pool::builder`].
+#[derive(Clone)]
+pub struct PoolBuilder {
+    target: String,
+    balance: Balance,
+    ejection: Ejection,
+    refresh: Refresh,
+    first_resolution_wait: Duration,
+    connect_timeout: Duration,
+    configure: Option<Configure>,
+    resolver: ResolverOptions,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("target", &crate::discover::target::redact(&self.target))
+            .field("balance", &self.balance)
+            .field("ejection", &self.ejection)
+            .field("refresh_interval", &self.refresh.interval)
+            .field("min_re_resolve_interval", &self.refresh.min_interval)
+            .field("first_resolution_wait", &self.first_resolution_wait)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("resolver", &self.resolver)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default DNS re-resolution interval: Kubernetes' DNS TTL.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+impl PoolBuilder {
+    fn new(target: &str) -> Self {
+        PoolBuilder {
+            target: target.to_string(),
+            balance: Balance::default(),
+            ejection: Ejection::default(),
+            refresh: Refresh {
+                interval: DEFAULT_REFRESH_INTERVAL,
+                min_interval: Duration::from_secs(1),
+            },
+            first_resolution_wait: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            configure: None,
+            resolver: ResolverOptions::default(),
+        }
+    }
+
+    /// How calls are spread. Default: [`Balance::PowerOfTwoChoices`].
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// When endpoints are ejected. Default: [`Ejection::default`] (3 failures in a row,
+    /// 10 s growing per ejection up to 5 min, at most 50 % ejected).
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// How often a DNS target is resolved again (each wait is shortened by up to 20 %
+    /// at random, so replicas do not resolve in step). Default: 30 s.
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh.interval = interval;
+        self
+    }
+
+    /// The least time between two resolutions when failures ask for early ones.
+    /// Default: 1 s.
+    pub fn min_re_resolve_interval(mut self, interval: Duration) -> Self {
+        self.refresh.min_interval = interval;
+        self
+    }
+
+    /// How long a call made before the first resolution has finished waits for it.
+    /// Default: 5 s.
+    pub fn first_resolution_wait(mut self, wait: Duration) -> Self {
+        self.first_resolution_wait = wait;
+        self
+    }
+
+    /// How long connecting to one endpoint may take. Default: 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Adjusts every endpoint's channel settings (keep-alive, window sizes, ...) before
+    /// it is created. Default: tonic's, plus [`connect_timeout`](Self::connect_timeout).
+    pub fn configure_endpoint(
+        mut self,
+        f: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Some(Arc::new(f));
+        self
+    }
+
+    /// DNS settings. Default: [`DnsOptions::default`](crate::discover::DnsOptions).
+    #[cfg(feature = "dns")]
+    pub fn dns(mut self, options: crate::discover::DnsOptions) -> Self {
+        self.resolver.dns = options;
+        self
+    }
+
+    /// Consul settings. Default: from `CONSUL_HTTP_ADDR` and `CONSUL_HTTP_TOKEN`.
+    #[cfg(feature = "consul")]
+    pub fn consul(mut self, options: crate::discover::ConsulOptions) -> Self {
+        self.resolver.consul = options;
+        self
+    }
+
+    /// etcd settings. Default: from `ETCD_ENDPOINTS`.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(mut self, options: crate::discover::EtcdOptions) -> Self {
+        self.resolver.etcd = options;
+        self
+    }
+
+    /// Checks the target and options and starts resolving in the background. Must be
+    /// called inside a tokio runtime; returns at once.
+    pub fn build(self) -> Result<Pool, DiscoveryError> {
+        let target = Target::parse(&self.target)?;
+        let invalid = |m: String| DiscoveryError::new(ErrorKind::InvalidTarget, &self.target, m);
+        self.ejection.validate().map_err(invalid)?;
+        if self.refresh.interval.is_zero() {
+            return Err(invalid("refresh_interval must be above zero".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            DiscoveryError::new(
+                ErrorKind::NoRuntime,
+                &self.target,
+                "a pool must be created inside a tokio runtime",
+            )
+        })?;
+        let resolver = Resolver::new(&target, &self.resolver)?;
+        let (reports, _) = watch::channel(0u64);
+        let (generation, _) = watch::channel(0u64);
+        let state = Arc::new(State {
+            target,
+            balance: self.balance,
+            ejection: self.ejection,
+            first_resolution_wait: self.first_resolution_wait,
+            connect_timeout: self.connect_timeout,
+            configure: self.configure,
+            epoch: Instant::now(),
+            endpoints: RwLock::new(Arc::from(Vec::new())),
+            resolution: Mutex::new(Resolution::default()),
+            reports,
+            generation,
+            turn: AtomicUsize::new(0),
+            re_resolve: Arc::new(Notify::new()),
+            eject_lock: Mutex::new(()),
+        });
+        let ctx = ResolveContext {
+            sink: state.clone(),
+            re_resolve: state.re_resolve.clone(),
+            refresh: self.refresh,
+        };
+        let task = runtime.spawn(resolver.run(ctx)).abort_handle();
+        Ok(Pool {
+            inner: Arc::new(Inner { state, task }),
+        })
+    }
+
+    /// Like [`build`](Self::build), then waits for the first resolution: an error if it
+    /// failed or found no endpoints (or took longer than
+    /// [`first_resolution_wait`](Self::first_resolution_wait)).
+    pub async fn build_resolved(self) -> Result<Pool, DiscoveryError> {
+        let pool = self.build()?;
+        pool.inner.state.wait_first_resolution().await;
+        let state = &pool.inner.state;
+        if state.snapshot().is_empty() {
+            let r = state.resolution();
+            return Err(match r.last_error {
+                Some(e) => e,
+                None => DiscoveryError::new(
+                    ErrorKind::Unreachable,
+                    state.target.as_str(),
+                    format!(
+                        "no answer within {} ms",
+                        pool.inner.state.first_resolution_wait.as_millis()
+                    ),
+                ),
+            });
+        }
+        Ok(pool)
+    }
+}
+
+impl Pool {
+    /// A pool for `target` with default options (see [`PoolBuilder`]). Must be called
+    /// inside a tokio runtime; resolution runs in the background.
+    pub fn from_target(target: &str) -> Result<Pool, DiscoveryError> {
+        Pool::builder(target).build()
+    }
+
+    /// A pool for the service of a generated client: its target from
+    /// [`target_for`](crate::discover::target_for) (`AUTH_SERVICE_URL`, then
+    /// `RESILIENT_CONFIG`).
+    pub fn for_service(spec: &crate::spec::ServiceSpec) -> Result<Pool, DiscoveryError> {
+        Pool::from_target(&crate::discover::target_for(spec)?)
+    }
+
+    /// Options for a pool of `target`.
+    pub fn builder(target: &str) -> PoolBuilder {
+        PoolBuilder::new(target)
+    }
+
+    /// The target, as written (any credentials replaced by `***`).
+    pub fn target(&self) -> String {
+        self.inner.state.target.to_string()
+    }
+
+    /// Every endpoint now in the pool, in address order.
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        let state = &self.inner.state;
+        let now = state.now();
+        state
+            .snapshot()
+            .iter()
+            .map(|e| EndpointInfo::of(e, state.epoch, now))
+            .collect()
+    }
+
+    /// The addresses now in the pool, in order.
+    pub fn addresses(&self) -> Vec<Address> {
+        self.inner
+            .state
+            .snapshot()
+            .iter()
+            .map(|e| e.address.clone())
+            .collect()
+    }
+
+    /// How resolution is going.
+    pub fn resolution(&self) -> ResolutionStatus {
+        let r = self.inner.state.resolution();
+        ResolutionStatus {
+            resolutions: *self.inner.state.reports.borrow(),
+            generation: *self.inner.state.generation.borrow(),
+            last_update: r.last_update,
+            last_error: r.last_error,
+        }
+    }
+
+    /// A receiver of the membership generation, bumped each time the set of endpoints
+    /// changes (`changed().await` to wait for the next change).
+    pub fn membership(&self) -> watch::Receiver<u64> {
+        self.inner.state.generation.subscribe()
+    }
+
+    /// Waits until the first resolution has finished (at most
+    /// [`PoolBuilder::first_resolution_wait`]).
+    pub async fn ready(&self) {
+        self.inner.state.wait_first_resolution().await;
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", &self.target())
+            .field("endpoints", &self.addresses())
+            .finish()
+    }
+}
+
+/// What [`Pool::resolution`] tells.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ResolutionStatus {
+    /// Results reported by the resolver so far (sets and errors).
+    pub resolutions: u64,
+    /// Membership changes so far.
+    pub generation: u64,
+    /// When the resolver last gave a usable set.
+    pub last_update: Option<Instant>,
+    /// The resolver's last error (or empty answer), cleared by the next usable set.
+    pub last_error: Option<DiscoveryError>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Resolution {
+    last_update: Option<Instant>,
+    last_error: Option<DiscoveryError>,
+}
+
+pub(crate) struct State {
+    target: Target,
+    balance: Balance,
+    ejection: Ejection,
+    first_resolution_wait: Duration,
+    connect_timeout: Duration,
+    configure: Option<Configure>,
+    epoch: Instant,
+    endpoints: RwLock<Arc<[Arc<Endpoint>]>>,
+    resolution: Mutex<Resolution>,
+    /// Results reported so far.
+    reports: watch::Sender<u64>,
+    /// Membership changes so far.
+    generation: watch::Sender<u64>,
+    turn: AtomicUsize,
+    re_resolve: Arc<Notify>,
+    /// Held while deciding an ejection, so that the share limit holds.
+    eject_lock: Mutex<()>,
+}
+
+impl Candidate for Arc<Endpoint> {
+    fn ejected(&self, now: u64) -> bool {
+        self.is_ejected(now)
+    }
+    fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+impl State {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn snapshot(&self) -> Arc<[Arc<Endpoint>]> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn resolution(&self) -> Resolution {
+        self.resolution
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn resolved_once(&self) -> bool {
+        *self.reports.borrow() > 0
+    }
+
+    async fn wait_first_resolution(&self) {
+        let mut rx = self.reports.subscribe();
+        let _ = tokio::time::timeout(self.first_resolution_wait, rx.wait_for(|n| *n > 0)).await;
+    }
+
+    fn pick(&self) -> Result<Arc<Endpoint>, Status> {
+        let endpoints = self.snapshot();
+        match balance::pick(&endpoints, self.now(), self.balance, &self.turn, |n| {
+            fastrand::usize(..n)
+        }) {
+            Some(i) => Ok(endpoints[i].clone()),
+            None => Err(self.no_endpoints()),
+        }
+    }
+
+    fn no_endpoints(&self) -> Status {
+        let why = match self.resolution().last_error {
+            Some(e) => e.message().to_string(),
+            None if self.resolved_once() => "the resolver found no addresses".to_string(),
+            None => format!(
+                "the first resolution did not finish within {} ms",
+                self.first_resolution_wait.as_millis()
+            ),
+        };
+        Status::unavailable(format!("no endpoints for `{}`: {why}", self.target))
+    }
+
+    fn on_success(&self, endpoint: &Endpoint) {
+        endpoint.outlier().on_success(self.now(), &self.ejection);
+    }
+
+    fn on_failure(&self, endpoint: &Endpoint) {
+        endpoint.failures.fetch_add(1, Ordering::Relaxed);
+        self.re_resolve.notify_one();
+        let now = self.now();
+        let _decide = self.eject_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outlier = endpoint.outlier();
+        let ejected = outlier.on_failure(now, &self.ejection, || {
+            let endpoints = self.snapshot();
+            let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
+            ejected < self.ejection.max_ejected(endpoints.len())
+        });
+        if let Some(until) = ejected {
+            endpoint.ejected_until.store(until, Ordering::Release);
+            tracing::warn!(
+                target = %self.target,
+                endpoint = %endpoint.address,
+                ejections = outlier.ejections,
+                for_ms = (until - now) / 1_000_000,
+                "endpoint ejected"
+            );
+        }
+    }
+
+    fn channel_for(&self, address: &Address) -> Result<Channel, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(address.uri())
+            .map_err(|e| format!("{address}: {e}"))?
+            .connect_timeout(self.connect_timeout);
+        let endpoint = match &self.configure {
+            Some(f) => f(endpoint),
+            None => endpoint,
+        };
+        Ok(endpoint.connect_lazy())
+    }
+
+    fn apply(&self, mut addresses: Vec<Address>) {
+        addresses.sort();
+        addresses.dedup();
+        let current = self.snapshot();
+        if current.len() == addresses.len()
+            && current.iter().zip(&addresses).all(|(e, a)| &e.address == a)
+        {
+            return;
+        }
+        let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            if let Some(kept) = current.iter().find(|e| e.address == address) {
+                next.push(kept.clone());
+                continue;
+            }
+            match self.channel_for(&address) {
+                Ok(channel) => next.push(Arc::new(Endpoint::new(address, channel))),
+                Err(e) => tracing::warn!(target = %self.target, error = %e, "endpoint skipped"),
+            }
+        }
+        let added: Vec<String> = next
+            .iter()
+            .filter(|e| !current.iter().any(|c| c.address == e.address))
+            .map(|e| e.address.to_string())
+            .collect();
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|c| !next.iter().any(|e| c.address == e.address))
+            .map(|e| e.address.to_string())
+            .collect();
+        *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(next);
+        self.generation.send_modify(|g| *g += 1);
+        tracing::info!(target = %self.target, ?added, ?removed, "endpoints changed");
+    }
+}
+
+impl Report for State {
+    fn report(&self, result: Result<Vec<Address>, DiscoveryError>) {
+        let kept = self.snapshot().len();
+        let error = match result {
+            Ok(addresses) if !addresses.is_empty() => {
+                self.apply(addresses);
+                let mut r = self.resolution.lock().unwrap_or_else(|p| p.into_inner());
+                r.last_update = Some(Instant::now());
+                r.last_error = None;
+                None
+            }
+            Ok(_) => Some(DiscoveryError::new(
+                ErrorKind::NoEndpoints,
+                self.target.as_str(),
+                "the resolver found no addresses",
+            )),
+            Err(e) => Some(e),
+        };
+        if let Some(error) = error {
+            if kept > 0 {
+                tracing::warn!(%error, kept, "resolution failed; keeping the last good endpoints");
+            } else {
+                tracing::warn!(%error, "resolution failed");
+            }
+            self.resolution
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_error = Some(error);
+        }
+        self.reports.send_modify(|n| *n += 1);
+    }
+}
+
+/// The future of a call through a [`Pool`].
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Pool {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    /// Always ready: each call waits for its own endpoint's channel.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
+        let state = self.inner.state.clone();
+        if !state.resolved_once() {
+            return ResponseFuture {
+                inner: Box::pin(async move {
+                    state.wait_first_resolution().await;
+                    let endpoint = state.pick().map_err(|s| Box::new(s) as BoxError)?;
+                    send(state, endpoint, request).await
+                }),
+            };
+        }
+        match state.pick() {
+            Ok(endpoint) => ResponseFuture {
+                inner: Box::pin(send(state, endpoint, request)),
+            },
+            Err(status) => ResponseFuture {
+                inner: Box::pin(std::future::ready(Err(Box::new(status) as BoxError))),
+            },
+        }
+    }
+}
+
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn send(
+    state: Arc<State>,
+    endpoint: Arc<Endpoint>,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, BoxError> {
+    let call = CallGuard::new(state.clone(), endpoint);
+    let mut channel = call.endpoint().channel.clone();
+    let result = async {
+        std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await?;
+        tower::Service::call(&mut channel, request).await
+    }
+    .await;
+    match result {
+        Ok(response) => {
+            let http_status = response.status();
+            if http_status != http::StatusCode::OK {
+                // A proxy or a server that is not gRPC: 502/503/504 mean "not reachable".
+                if matches!(http_status.as_u16(), 502..=504) {
+                    call.failed();
+                } else {
+                    call.succeeded();
+                }
+                return Ok(response);
+            }
+            if let Some(code) = grpc_code(response.headers()) {
+                // Trailers-only: the status is already here.
+                call.finish(Some(code));
+                return Ok(response);
+            }
+            Ok(response.map(|body| Body::new(TrackedBody::new(body, call))))
+        }
+        Err(error) => {
+            let error: BoxError = error.into();
+            if is_timeout(&*error) {
+                // The caller's deadline, enforced by the channel: not the endpoint's fault,
+                // and the caller must still see tonic's own timeout status.
+                return Err(error);
+            }
+            let address = call.endpoint().address.clone();
+            call.failed();
+            let status = Status::from_error(error);
+            Err(Box::new(Status::new(
+                Code::Unavailable,
+                format!(
+                    "endpoint {address} of `{}`: {}",
+                    state.target,
+                    status.message()
+                ),
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_transport<T>()
+    where
+        T: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Future: Send,
+    {
+    }
+
+    #[test]
+    fn is_a_transport() {
+        assert_transport::<Pool>();
+    }
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let e = Pool::from_target("static:///127.0.0.1:1").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoRuntime);
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bad_targets_fail_to_build() {
+        let e = Pool::from_target("nope:///x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidTarget);
+        let e = Pool::builder("static:///127.0.0.1:1")
+            .refresh_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("refresh_interval"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn static_targets_resolve_once() {
+        let pool = Pool::builder("static:///127.0.0.3:1,127.0.0.2:1")
+            .build_resolved()
+            .await
+            .unwrap();
+        let a: Vec<String> = pool.addresses().iter().map(|a| a.to_string()).collect();
+        assert_eq!(a, ["127.0.0.2:1", "127.0.0.3:1"]);
+        assert_eq!(pool.resolution().generation, 1);
+        assert!(pool.resolution().last_error.is_none());
+    }
+}

@@ -1,0 +1,256 @@
+//! Outlier ejection over real tonic servers: a killed replica still listed, UNAVAILABLE
+//! answers, the share limit, panic mode, return after the ejection, caller timeouts.
+#![cfg(feature = "discovery")]
+
+mod discovery_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use discovery_support::{Replica, check, eventually, ip, replicas};
+use resilient_runtime::pool::EndpointState;
+use resilient_runtime::{Balance, Ejection, Pool, is_client_timeout};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const CALL: Duration = Duration::from_secs(2);
+
+fn static_target(port: u16, hosts: &[u8]) -> String {
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("127.0.0.{h}:{port}"))
+        .collect();
+    format!("static:///{}", list.join(","))
+}
+
+fn ejected(pool: &Pool) -> usize {
+    pool.endpoints()
+        .iter()
+        .filter(|e| e.state == EndpointState::Ejected)
+        .count()
+}
+
+/// 100 sequential calls over three replicas; one is killed after the 10th call and stays
+/// listed. Returns the failed calls.
+async fn failures_after_a_kill(balance: Balance) -> usize {
+    let (port, mut reps) = replicas(&[2, 3, 4]);
+    let pool = Pool::builder(&static_target(port, &[2, 3, 4]))
+        .balance(balance)
+        .build_resolved()
+        .await
+        .unwrap();
+    let mut failed = 0;
+    for i in 0..100 {
+        if i == 10 {
+            reps[1].kill();
+        }
+        if let Err(status) = check(&pool, CALL).await {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(
+                status.message().contains(&format!("127.0.0.3:{port}")),
+                "names the endpoint: {status:?}"
+            );
+            failed += 1;
+        }
+    }
+    assert_eq!(ejected(&pool), 1);
+    failed
+}
+
+/// The same with tonic's own balancer (`Channel::balance_list`), for comparison; each
+/// call bounded, the whole run bounded.
+async fn tonic_balance_failures() -> usize {
+    let (port, mut reps) = replicas(&[2, 3, 4]);
+    let endpoints = [2u8, 3, 4].map(|h| {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.{h}:{port}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+    });
+    let channel = tonic::transport::Channel::balance_list(endpoints.into_iter());
+    let mut client = HealthClient::new(channel);
+    let started = Instant::now();
+    let mut failed = 0;
+    for i in 0..100 {
+        if i == 10 {
+            reps[1].kill();
+        }
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        request.set_timeout(Duration::from_millis(500));
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), client.check(request)).await,
+            Ok(Ok(_))
+        );
+        if !ok {
+            failed += 1;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            failed += 99 - i;
+            break;
+        }
+    }
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measure_ejection_cost_of_a_killed_replica() {
+    let rr = failures_after_a_kill(Balance::RoundRobin).await;
+    let p2c = failures_after_a_kill(Balance::PowerOfTwoChoices).await;
+    let tonic = tonic_balance_failures().await;
+    println!(
+        "BENCH ejection: replica killed while listed, 100 calls: round-robin {rr} failed, \
+         p2c {p2c} failed, tonic balance_list {tonic} failed"
+    );
+    assert!(rr <= 3, "round robin: {rr}");
+    assert!(p2c <= 3, "p2c: {p2c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_answers_eject_other_codes_do_not() {
+    let (port, reps) = replicas(&[2, 3]);
+    let pool = Pool::builder(&static_target(port, &[2, 3]))
+        .balance(Balance::RoundRobin)
+        .build_resolved()
+        .await
+        .unwrap();
+
+    // A status that is the caller's problem says nothing about the endpoint.
+    let mut client = HealthClient::new(pool.clone());
+    for _ in 0..10 {
+        let status = client
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    assert_eq!(ejected(&pool), 0);
+
+    reps[1].set_unavailable(true);
+    let mut failed = 0;
+    for _ in 0..30 {
+        if let Err(s) = check(&pool, CALL).await {
+            assert_eq!(s.code(), Code::Unavailable);
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3, "three UNAVAILABLE answers, then ejected");
+    let e = pool.endpoints();
+    assert_eq!(e[1].state, EndpointState::Ejected);
+    assert_eq!(e[1].failures, 3);
+    assert!(e[1].ejected_until.is_some());
+    assert_eq!(e[0].state, EndpointState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejection_ends_grows_and_forgives() {
+    let (port, mut reps) = replicas(&[2, 3]);
+    let base = Duration::from_millis(200);
+    let pool = Pool::builder(&static_target(port, &[2, 3]))
+        .balance(Balance::RoundRobin)
+        .ejection(Ejection {
+            base_time: base,
+            ..Ejection::default()
+        })
+        .build_resolved()
+        .await
+        .unwrap();
+    reps[1].kill();
+    for _ in 0..10 {
+        let _ = check(&pool, CALL).await;
+    }
+    let first = pool.endpoints()[1].clone();
+    assert_eq!(first.state, EndpointState::Ejected);
+    assert_eq!((first.failures, first.ejections), (3, 1));
+
+    // Back after the base time, still dead: one call re-ejects it, for twice as long.
+    eventually(Duration::from_secs(2), || ejected(&pool) == 0)
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let _ = check(&pool, CALL).await;
+    }
+    let second = pool.endpoints()[1].clone();
+    assert_eq!((second.failures, second.ejections), (4, 2));
+    let length = second.ejected_until.unwrap() - Instant::now();
+    assert!(length > base + base / 2, "{length:?}");
+
+    // Restarted at the same address: back in rotation after the ejection, and forgiven
+    // once it has answered well for a base time.
+    let _back = Replica::start(SocketAddr::new(ip(3), port)).unwrap();
+    eventually(Duration::from_secs(3), || ejected(&pool) == 0)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < base * 2 {
+        check(&pool, CALL).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.endpoints()[1].ejections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_the_set_share_is_ejected() {
+    let (port, mut reps) = replicas(&[2, 3, 4, 5]);
+    let pool = Pool::builder(&static_target(port, &[2, 3, 4, 5]))
+        .balance(Balance::RoundRobin)
+        .build_resolved()
+        .await
+        .unwrap();
+    for r in &mut reps[1..] {
+        r.kill();
+    }
+    let mut most = 0;
+    for _ in 0..60 {
+        let _ = check(&pool, CALL).await;
+        most = most.max(ejected(&pool));
+    }
+    assert_eq!(most, 2, "50 % of 4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_mode_uses_every_endpoint_when_all_are_ejected() {
+    let (port, mut reps) = replicas(&[2, 3]);
+    let pool = Pool::builder(&static_target(port, &[2, 3]))
+        .balance(Balance::RoundRobin)
+        .ejection(Ejection {
+            max_ejected_percent: 100,
+            ..Ejection::default()
+        })
+        .build_resolved()
+        .await
+        .unwrap();
+    for r in &mut reps {
+        r.kill();
+    }
+    for _ in 0..6 {
+        let _ = check(&pool, CALL).await;
+    }
+    assert_eq!(ejected(&pool), 2);
+    let before: Vec<u64> = pool.endpoints().iter().map(|e| e.requests).collect();
+    for _ in 0..10 {
+        let status = check(&pool, CALL).await.unwrap_err();
+        // Tried, not refused: the error is the endpoint's, not "no endpoints".
+        assert!(status.message().contains("endpoint 127.0.0."), "{status:?}");
+    }
+    let after: Vec<u64> = pool.endpoints().iter().map(|e| e.requests).collect();
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "{before:?} {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_timeout_is_not_the_endpoints_fault() {
+    let (port, reps) = replicas(&[2]);
+    reps[0].set_delay(Duration::from_millis(400));
+    let pool = Pool::from_target(&static_target(port, &[2])).unwrap();
+    for _ in 0..5 {
+        let status = check(&pool, Duration::from_millis(50)).await.unwrap_err();
+        assert!(is_client_timeout(&status), "{status:?}");
+    }
+    let e = &pool.endpoints()[0];
+    assert_eq!((e.failures, e.consecutive_failures), (0, 0));
+    assert_eq!(e.state, EndpointState::Active);
+}
