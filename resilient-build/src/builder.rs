@@ -198,7 +198,9 @@ impl Builder {
     /// Imports are looked up in `includes`; `resilient/v1/options.proto` and the google
     /// well-known types need no include path. Any error (a proto syntax error with its
     /// `file:line:column`, a policy path that matches nothing, an invalid value) comes back
-    /// as an `io::Error` whose message says where and what to do.
+    /// as an `io::Error` whose message says where and what to do. A policy that asks for
+    /// retries on an RPC that is never retried (not idempotent, or streaming its requests)
+    /// is not an error: it prints a `cargo:warning` naming the RPC and what to change.
     pub fn compile_protos(
         &self,
         protos: &[impl AsRef<Path>],
@@ -238,6 +240,11 @@ impl Builder {
         let display = |name: &str| shown.get(name).cloned().unwrap_or_else(|| name.to_owned());
 
         let services = self.model(&compiler.descriptor_pool(), &display)?;
+        if self.build_client {
+            for warning in policy::warnings(&services) {
+                writeln!(cargo, "cargo:warning={warning}")?;
+            }
+        }
 
         let render_options = self.render_options();
         let mut plans = HashMap::new();
@@ -654,6 +661,55 @@ message Ping {}
             ),
         ];
         assert_eq!(lines, want.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn warns_about_retries_that_never_happen() {
+        let dir = project("warnings");
+        let out = dir.0.join("out");
+        let retrying = crate::configure()
+            .out_dir(&out)
+            .emit_rerun_if_changed(false)
+            .policy(
+                ".nova.auth.v1.AuthService",
+                Policy::new().retry(crate::Retry::new().max_attempts(4)),
+            );
+        let cargo = run(&retrying, &dir.0).unwrap();
+        let lines: Vec<&str> = cargo.lines().collect();
+        assert_eq!(lines.len(), 1, "{cargo}");
+        assert!(
+            lines[0].starts_with(
+                "cargo:warning=.nova.auth.v1.AuthService.ValidateToken: retries are configured \
+                 (max_attempts = 4, set by build.rs `.policy(\".nova.auth.v1.AuthService\", ..)`), \
+                 but nothing declares it idempotent, so it is never retried."
+            ),
+            "{cargo}"
+        );
+        // The spec carries no retry policy the runtime would ignore; the report says why.
+        let auth = fs::read_to_string(out.join("nova.auth.v1.rs")).unwrap();
+        assert!(auth.contains("retry: None"), "{auth}");
+        let report = fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+        assert!(
+            report.contains("Never retried: the RPC is not idempotent"),
+            "{report}"
+        );
+
+        // Marked idempotent: retried, no warning.
+        let cargo = run(
+            &retrying.clone().policy(
+                ".nova.auth.v1.AuthService.ValidateToken",
+                Policy::new().idempotent(true),
+            ),
+            &dir.0,
+        )
+        .unwrap();
+        assert!(cargo.is_empty(), "{cargo}");
+        let auth = fs::read_to_string(out.join("nova.auth.v1.rs")).unwrap();
+        assert!(auth.contains("max_attempts: 4"), "{auth}");
+
+        // No clients, no retries to warn about.
+        let cargo = run(&retrying.build_client(false), &dir.0).unwrap();
+        assert!(cargo.is_empty(), "{cargo}");
     }
 
     #[test]

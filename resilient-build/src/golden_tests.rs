@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::ServiceModel;
-use crate::{Builder, FallbackMode, Policy, builder, render, report};
+use crate::{Builder, FallbackMode, Policy, Retry, builder, policy, render, report};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -29,7 +29,23 @@ fn configure() -> Builder {
             ".golden.media.v1.MediaService.StreamMedia",
             Policy::new()
                 .fallback_on(FallbackMode::ALL)
-                .idempotent(true),
+                .idempotent(true)
+                .retry(
+                    Retry::new()
+                        .initial_backoff(Duration::from_millis(20))
+                        .max_backoff(Duration::from_millis(500)),
+                ),
+        )
+        // Not idempotent: never retried, with a warning.
+        .policy(
+            ".golden.media.v1.MediaService.Type",
+            Policy::new().retry(Retry::new().max_attempts(2)),
+        )
+        .policy(
+            ".golden.media.v1.MediaService.UploadMedia",
+            Policy::new()
+                .shared_bulkhead(true)
+                .bulkhead_wait(Duration::from_millis(100)),
         )
 }
 
@@ -93,6 +109,21 @@ fn golden_report() {
     check(
         "resilient-report.md",
         &report::render(&services(&configure())),
+    );
+}
+
+#[test]
+fn golden_warnings() {
+    assert_eq!(
+        policy::warnings(&services(&configure())),
+        [
+            ".golden.media.v1.MediaService.Type: retries are configured (max_attempts = 2, set \
+             by build.rs `.policy(\".golden.media.v1.MediaService.Type\", ..)`), but nothing \
+             declares it idempotent, so it is never retried. If repeating it is safe, mark it \
+             with `option idempotency_level = IDEMPOTENT;` (or NO_SIDE_EFFECTS) in the proto, \
+             `idempotent: true` in its `(resilient.v1.policy)`, or `.idempotent(true)` in \
+             build.rs; otherwise turn retries off for it with `.no_retry()` or `max_attempts: 1`"
+        ]
     );
 }
 

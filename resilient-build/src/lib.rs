@@ -50,7 +50,9 @@
 //! - `AuthServiceResilientClient<T = Channel, F = NoFallback>`: one method per RPC with
 //!   the name and argument types of tonic's client, taking `&self` and returning the same
 //!   `Result<Response<_>, Status>`; `connect`, `new(tonic_client)`, `try_new`,
-//!   `with_fallback`, `breaker("ValidateToken")`, `runtime()`, `spec()`, `inner()`.
+//!   `with_runtime(tonic_client, runtime)` (breakers and policies resolved by the caller,
+//!   e.g. `ServiceRuntime::resolve(Self::spec(), env, Some(&config))`, no environment
+//!   read), `with_fallback`, `breaker("ValidateToken")`, `runtime()`, `spec()`, `inner()`.
 //!   Clones share breakers.
 //! - `AuthServiceFallback`: one method per RPC with a default that returns the error, so
 //!   a user overrides only what has a degraded answer, with plain `async fn`:
@@ -64,7 +66,8 @@
 //!
 //!   Unary and server-streaming fallbacks receive the request message; client-streaming
 //!   and bidi ones only the cause, as their request stream is consumed.
-//! - A static `ServiceSpec` with each RPC's kind, idempotency and build-time policy.
+//! - A static `ServiceSpec` with each RPC's kind, idempotency and build-time policy
+//!   (breaker, timeout, fallback, retry and bulkhead).
 //!
 //! Proto comments become the docs of the generated items; deprecated RPCs are
 //! `#[deprecated]`. The generated code is formatted and clean under `missing_docs` and
@@ -109,6 +112,73 @@
 //! }
 //! ```
 //!
+//! # Retries and bulkheads
+//!
+//! A policy can also retry failed calls ([`Retry`]) and limit the calls in flight (a
+//! bulkhead). Both merge field by field like the rest:
+//!
+//! ```no_run
+//! // build.rs
+//! use std::time::Duration;
+//! use resilient_build::{Policy, Retry};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     resilient_build::configure()
+//!         // Every RPC of the service: at most 32 calls in flight, waiting up to 20 ms
+//!         // for a slot, and 3 attempts on UNAVAILABLE (the defaults of `Retry::new()`)...
+//!         .policy(
+//!             ".nova.media.v1.MediaService",
+//!             Policy::new()
+//!                 .retry(Retry::new())
+//!                 .bulkhead(32)
+//!                 .bulkhead_wait(Duration::from_millis(20)),
+//!         )
+//!         // ...GetMedia is safe to repeat and retries longer, also on RESOURCE_EXHAUSTED...
+//!         .policy(
+//!             ".nova.media.v1.MediaService.GetMedia",
+//!             Policy::new().idempotent(true).retry(
+//!                 Retry::new()
+//!                     .max_attempts(5)
+//!                     .initial_backoff(Duration::from_millis(20))
+//!                     .retryable_codes(&["UNAVAILABLE", "RESOURCE_EXHAUSTED"])
+//!                     .attempt_timeout(Duration::from_millis(300)),
+//!             ),
+//!         )
+//!         // ...and UploadMedia, which streams its request, does not retry at all.
+//!         .policy(".nova.media.v1.MediaService.UploadMedia", Policy::new().no_retry())
+//!         .compile_protos(&["proto/nova/media/v1/media.proto"], &["proto"])
+//! }
+//! ```
+//!
+//! or in the proto, where `max_attempts` above 1 turns retries on:
+//!
+//! ```proto
+//! service MediaService {
+//!   option (resilient.v1.service_policy) = { max_concurrent: 32 max_wait_ms: 20 };
+//!   rpc GetMedia(GetMediaRequest) returns (Media) {
+//!     option idempotency_level = NO_SIDE_EFFECTS;
+//!     option (resilient.v1.policy) = {
+//!       max_attempts: 5
+//!       initial_backoff_ms: 20
+//!       max_backoff_ms: 1000
+//!       backoff_multiplier: 2.0
+//!       retryable_codes: ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
+//!       attempt_timeout_ms: 300
+//!     };
+//!   }
+//! }
+//! ```
+//!
+//! Only RPCs that are safe to repeat are retried: `option idempotency_level =
+//! NO_SIDE_EFFECTS` or `IDEMPOTENT`, `idempotent: true` in a `resilient.v1` option, or
+//! [`Policy::idempotent`]. Client-streaming and bidi RPCs are never retried either, as
+//! their request stream is consumed by the first attempt. When a policy asks for retries
+//! on such an RPC, the build prints a `cargo:warning` naming it and how to mark it, and
+//! the generated spec carries no retry policy for it (rather than one the runtime would
+//! ignore); the report still shows what was asked. Retry fields that no layer sets take
+//! the runtime's defaults ([`Retry::new`]); a bulkhead exists only where `max_concurrent`
+//! is set. The runtime configuration can change every one of these values.
+//!
 //! # Keeping raw clients out of reach
 //!
 //! With `.expose_raw_clients(false)` (see [`Builder::expose_raw_clients`]), tonic's client
@@ -121,8 +191,10 @@
 //! Nothing here panics on a user's mistake: [`Builder::compile_protos`] returns an
 //! `io::Error` that says where and what to do, for a proto syntax error
 //! (`path:line:column`), a policy path that matches nothing (with the nearest real
-//! path), an invalid value (naming the RPC, the option and the layer that set it),
-//! `shared_breaker` on an RPC, or RPC names that would clash in Rust.
+//! path), an invalid value (naming the RPC, the option and the layer that set it: a zero
+//! threshold or duration, `max_attempts` outside 1 to 10, a `backoff_multiplier` below 1,
+//! an unknown status code with the nearest real one, RPCs that share a bulkhead but size
+//! it differently), `shared_breaker` on an RPC, or RPC names that would clash in Rust.
 //!
 //! # Rebuilds
 //!
@@ -130,6 +202,7 @@
 //! included, and writes a file only when its content changed.
 
 mod builder;
+mod codes;
 mod model;
 mod parse;
 mod policy;
@@ -143,7 +216,7 @@ use std::io;
 use std::path::Path;
 
 pub use builder::Builder;
-pub use policy::{FallbackMode, Policy};
+pub use policy::{FallbackMode, Policy, Retry};
 
 /// The source of `resilient/v1/options.proto`, which user protos import for the
 /// `(resilient.v1.policy)` and `(resilient.v1.service_policy)` options. The builder serves

@@ -137,7 +137,7 @@ pub(crate) struct DeclaredIdempotency {
 }
 
 /// One layer of policy values; `None` leaves the field to a lower layer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct PolicyValues {
     /// Consecutive failures that open the breaker.
     pub(crate) failure_threshold: Option<u32>,
@@ -155,6 +155,51 @@ pub(crate) struct PolicyValues {
     pub(crate) idempotent: Option<bool>,
     /// One breaker for the whole service (service-level layers only).
     pub(crate) shared_breaker: Option<bool>,
+    /// Attempts in all, the first included; 1 means no retry.
+    pub(crate) max_attempts: Option<u32>,
+    /// `.retry(..)` without `max_attempts`: retries on, with the attempts of the highest
+    /// lower layer that turns them on too, else the runtime's default.
+    pub(crate) retry_requested: bool,
+    /// The cap of the first retry's backoff.
+    pub(crate) initial_backoff: Option<Duration>,
+    /// The largest backoff cap.
+    pub(crate) max_backoff: Option<Duration>,
+    /// Growth of the backoff cap per attempt.
+    pub(crate) backoff_multiplier: Option<f64>,
+    /// Status code names worth a retry, as written (checked by `policy::resolve`).
+    pub(crate) retryable_codes: Option<Vec<String>>,
+    /// Deadline of one attempt.
+    pub(crate) attempt_timeout: Option<Duration>,
+    /// Calls in flight at most (the bulkhead's size).
+    pub(crate) max_concurrent: Option<u32>,
+    /// How long a call over `max_concurrent` waits for a slot.
+    pub(crate) max_wait: Option<Duration>,
+    /// One bulkhead for the RPCs of the service that set this.
+    pub(crate) shared_bulkhead: Option<bool>,
+}
+
+impl PolicyValues {
+    /// Every field unset.
+    pub(crate) const EMPTY: PolicyValues = PolicyValues {
+        failure_threshold: None,
+        success_threshold: None,
+        open_for: None,
+        timeout: None,
+        half_open_max_calls: None,
+        fallback: None,
+        idempotent: None,
+        shared_breaker: None,
+        max_attempts: None,
+        retry_requested: false,
+        initial_backoff: None,
+        max_backoff: None,
+        backoff_multiplier: None,
+        retryable_codes: None,
+        attempt_timeout: None,
+        max_concurrent: None,
+        max_wait: None,
+        shared_bulkhead: None,
+    };
 }
 
 /// Where an effective value came from, for error messages and the report.
@@ -214,8 +259,9 @@ pub(crate) struct Sourced<T> {
 }
 
 /// The build-time policy of one RPC; `None` fields are filled at run time from the
-/// `RESILIENT_ENV` preset.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `RESILIENT_ENV` preset (breaker and timeout) or the runtime's defaults (retry and
+/// bulkhead).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct EffectivePolicy {
     /// Consecutive failures that open the breaker.
     pub(crate) failure_threshold: Option<Sourced<u32>>,
@@ -231,11 +277,85 @@ pub(crate) struct EffectivePolicy {
     pub(crate) fallback: Option<Sourced<FallbackMode>>,
     /// Whether the RPC is safe to repeat; `None` means nobody declared it (not idempotent).
     pub(crate) idempotent: Option<Sourced<bool>>,
+    /// Attempts in all; above 1 turns retries on.
+    pub(crate) max_attempts: Option<Sourced<u32>>,
+    /// The cap of the first retry's backoff.
+    pub(crate) initial_backoff: Option<Sourced<Duration>>,
+    /// The largest backoff cap.
+    pub(crate) max_backoff: Option<Sourced<Duration>>,
+    /// Growth of the backoff cap per attempt.
+    pub(crate) backoff_multiplier: Option<Sourced<f64>>,
+    /// Status codes worth a retry; checked names after `policy::resolve`.
+    pub(crate) retryable_codes: Option<Sourced<Vec<String>>>,
+    /// Deadline of one attempt.
+    pub(crate) attempt_timeout: Option<Sourced<Duration>>,
+    /// Calls in flight at most; the RPC has a bulkhead only when this is set.
+    pub(crate) max_concurrent: Option<Sourced<u32>>,
+    /// How long a call over the limit waits for a slot.
+    pub(crate) max_wait: Option<Sourced<Duration>>,
+    /// One bulkhead for the RPCs of the service that set this.
+    pub(crate) shared_bulkhead: Option<Sourced<bool>>,
 }
 
 impl EffectivePolicy {
     /// Whether the RPC counts as idempotent.
     pub(crate) fn is_idempotent(&self) -> bool {
         self.idempotent.as_ref().is_some_and(|v| v.value)
+    }
+
+    /// Whether any layer sets a retry field (retries may still be off: `max_attempts = 1`).
+    pub(crate) fn has_retry(&self) -> bool {
+        self.max_attempts.is_some()
+            || self.initial_backoff.is_some()
+            || self.max_backoff.is_some()
+            || self.backoff_multiplier.is_some()
+            || self.retryable_codes.is_some()
+            || self.attempt_timeout.is_some()
+    }
+
+    /// Whether the layers ask for retries: `max_attempts` above 1.
+    pub(crate) fn asks_for_retries(&self) -> bool {
+        self.max_attempts.as_ref().is_some_and(|n| n.value > 1)
+    }
+
+    /// Whether any layer sets a bulkhead field (the RPC has a bulkhead only with
+    /// `max_concurrent`).
+    pub(crate) fn has_bulkhead_fields(&self) -> bool {
+        self.max_concurrent.is_some() || self.max_wait.is_some() || self.shared_bulkhead.is_some()
+    }
+}
+
+/// Why an RPC is never retried, whatever its policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRetry {
+    /// Nothing declares it safe to repeat.
+    NotIdempotent,
+    /// Its request stream is consumed by the first attempt (client streaming, bidi).
+    StreamedRequest,
+}
+
+impl MethodModel {
+    /// `None` when the runtime can retry the RPC, else why it never does. The generated
+    /// spec carries a retry policy only for RPCs that can be retried.
+    pub(crate) fn no_retry(&self) -> Option<NoRetry> {
+        if !self.policy.is_idempotent() {
+            Some(NoRetry::NotIdempotent)
+        } else if matches!(self.kind, RpcKind::ClientStreaming | RpcKind::BidiStreaming) {
+            Some(NoRetry::StreamedRequest)
+        } else {
+            None
+        }
+    }
+}
+
+/// A duration as people write it: `2s`, `1500ms`, `1.5µs`.
+pub(crate) fn show_duration(value: Duration) -> String {
+    let millis = value.as_millis();
+    if !value.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{value:?}")
+    } else if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
     }
 }

@@ -47,6 +47,7 @@ const RESERVED_METHODS: &[(&str, &str)] = &[
     ("spec", "the resilient client"),
     ("inner", "the resilient client"),
     ("into_inner", "the resilient client"),
+    ("with_runtime", "the resilient client"),
 ];
 
 /// Builds the model of every service in `pool`, except those of the embedded options file.
@@ -226,6 +227,19 @@ fn read_option(options: &DynamicMessage, extension: &ExtensionDescriptor) -> Opt
         _ => None,
     };
     let millis = |name: &str| uint(name).map(|ms| Duration::from_millis(u64::from(ms)));
+    let double = |name: &str| match field(message, name) {
+        Some(Value::F64(x)) => Some(x),
+        _ => None,
+    };
+    let strings = |name: &str| match field(message, name) {
+        Some(Value::List(items)) => Some(
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    };
     Some(PolicyValues {
         failure_threshold: uint("failure_threshold"),
         success_threshold: uint("success_threshold"),
@@ -241,6 +255,17 @@ fn read_option(options: &DynamicMessage, extension: &ExtensionDescriptor) -> Opt
         }),
         idempotent: boolean("idempotent"),
         shared_breaker: boolean("shared_breaker"),
+        max_attempts: uint("max_attempts"),
+        // A proto option turns retries on with `max_attempts` alone.
+        retry_requested: false,
+        initial_backoff: millis("initial_backoff_ms"),
+        max_backoff: millis("max_backoff_ms"),
+        backoff_multiplier: double("backoff_multiplier"),
+        retryable_codes: strings("retryable_codes"),
+        attempt_timeout: millis("attempt_timeout_ms"),
+        max_concurrent: uint("max_concurrent"),
+        max_wait: millis("max_wait_ms"),
+        shared_bulkhead: boolean("shared_bulkhead"),
     })
 }
 
@@ -648,6 +673,49 @@ message Ping { message Pong {} }
             }
         );
         assert_eq!(services[0].methods[1].option, None);
+    }
+
+    #[test]
+    fn retry_and_bulkhead_options_are_read() {
+        let source = r#"syntax = "proto3"; package p;
+import "resilient/v1/options.proto";
+service S {
+  option (resilient.v1.service_policy) = {
+    max_attempts: 4 initial_backoff_ms: 20 max_backoff_ms: 400 backoff_multiplier: 1.5
+    retryable_codes: ["UNAVAILABLE", "aborted"] attempt_timeout_ms: 250
+    max_concurrent: 8 max_wait_ms: 0 shared_bulkhead: true
+  };
+  rpc A(M) returns (M) {
+    option (resilient.v1.policy) = { max_attempts: 1 retryable_codes: "INTERNAL" shared_bulkhead: false };
+  }
+}
+message M {}"#;
+        let services = parse(vec![("p.proto", source.to_owned())]);
+        assert_eq!(
+            services[0].option.as_ref().unwrap().values,
+            PolicyValues {
+                max_attempts: Some(4),
+                initial_backoff: Some(Duration::from_millis(20)),
+                max_backoff: Some(Duration::from_millis(400)),
+                backoff_multiplier: Some(1.5),
+                retryable_codes: Some(vec!["UNAVAILABLE".to_owned(), "aborted".to_owned()]),
+                attempt_timeout: Some(Duration::from_millis(250)),
+                max_concurrent: Some(8),
+                // an explicit zero is kept: no wait
+                max_wait: Some(Duration::ZERO),
+                shared_bulkhead: Some(true),
+                ..PolicyValues::default()
+            }
+        );
+        assert_eq!(
+            services[0].methods[0].option.as_ref().unwrap().values,
+            PolicyValues {
+                max_attempts: Some(1),
+                retryable_codes: Some(vec!["INTERNAL".to_owned()]),
+                shared_bulkhead: Some(false),
+                ..PolicyValues::default()
+            }
+        );
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! Build-time policies: the `Policy` builder, path matching, the layered merge and validation.
+//! Build-time policies: the `Policy` and `Retry` builders, path matching, the layered
+//! merge, validation and build warnings.
 
 use std::io;
 use std::time::Duration;
 
-use crate::model::{EffectivePolicy, PolicyValues, ServiceModel, Source, Sourced};
+use crate::codes::{self, BadCode};
+use crate::model::{
+    EffectivePolicy, NoRetry, PolicyValues, ServiceModel, Source, Sourced, show_duration,
+};
 
 /// Which failure causes a client built `with_fallback(..)` hands to the fallback.
 ///
@@ -56,7 +60,21 @@ impl FallbackMode {
 ///     .timeout(Duration::from_secs(2));
 /// # let _ = policy;
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Retries and a bulkhead (a limit on calls in flight) are set the same way:
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_build::{Policy, Retry};
+///
+/// let policy = Policy::new()
+///     .idempotent(true)
+///     .retry(Retry::new().max_attempts(4).retryable_codes(&["UNAVAILABLE", "RESOURCE_EXHAUSTED"]))
+///     .bulkhead(32)
+///     .bulkhead_wait(Duration::from_millis(20));
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
 #[must_use = "a Policy does nothing until it is passed to `Builder::policy`"]
 pub struct Policy {
     pub(crate) values: PolicyValues,
@@ -121,8 +139,10 @@ impl Policy {
         self
     }
 
-    /// Declares the RPCs safe to repeat. Overrides the proto's `idempotency_level`.
-    /// Unset by default, which means the RPC is idempotent only if the proto says so.
+    /// Declares the RPCs safe to repeat, which retries need. Overrides the proto's
+    /// `idempotency_level`. Unset by default, which means the RPC is idempotent only if
+    /// the proto says so (`idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`, or
+    /// `idempotent: true` in its `resilient.v1` option).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.values.idempotent = Some(idempotent);
         self
@@ -135,19 +155,189 @@ impl Policy {
         self.values.shared_breaker = Some(shared);
         self
     }
+
+    /// Turns retries on and sets the fields `retry` sets; the fields it leaves unset come
+    /// from lower layers, else the runtime's defaults (see [`Retry`]). Without
+    /// [`Retry::max_attempts`], the attempts are those of the highest lower layer that
+    /// turns retries on too (`max_attempts` above 1), else 3: a lower layer's "no retry"
+    /// does not turn them off again. Calling it again merges, the later call winning
+    /// field by field.
+    ///
+    /// Only RPCs that are safe to repeat are ever retried (see [`Policy::idempotent`]),
+    /// and only unary and server-streaming ones (a request stream cannot be sent twice);
+    /// for others the build prints a warning and the generated code carries no retry
+    /// policy. The runtime configuration can still change every retry field.
+    ///
+    /// Unset by default: no retries, unless the runtime configuration sets `max_attempts`.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        let v = &mut self.values;
+        match retry.max_attempts {
+            Some(attempts) => v.max_attempts = Some(attempts),
+            // A `.no_retry()` earlier in this policy is undone; a count set earlier stays.
+            None if v.max_attempts.is_some_and(|n| n <= 1) => v.max_attempts = None,
+            None => {}
+        }
+        v.retry_requested = true;
+        let Retry {
+            max_attempts: _,
+            initial_backoff,
+            max_backoff,
+            backoff_multiplier,
+            retryable_codes,
+            attempt_timeout,
+        } = retry;
+        v.initial_backoff = initial_backoff.or(v.initial_backoff);
+        v.max_backoff = max_backoff.or(v.max_backoff);
+        v.backoff_multiplier = backoff_multiplier.or(v.backoff_multiplier);
+        v.retryable_codes = retryable_codes.or(v.retryable_codes.take());
+        v.attempt_timeout = attempt_timeout.or(v.attempt_timeout);
+        self
+    }
+
+    /// Turns retries off (`max_attempts = 1`), e.g. for one RPC of a service that retries.
+    /// The runtime configuration can still turn them on. Unset by default.
+    pub fn no_retry(mut self) -> Self {
+        self.values.max_attempts = Some(1);
+        self.values.retry_requested = false;
+        self
+    }
+
+    /// Limits the RPCs to `max_concurrent` calls in flight (a bulkhead, per RPC unless
+    /// [`Policy::shared_bulkhead`]): a call over the limit waits up to
+    /// [`Policy::bulkhead_wait`], then fails at once with `RESOURCE_EXHAUSTED` naming the
+    /// bulkhead. Must be at least 1. `max_concurrent` in proto options and the runtime
+    /// configuration. Unset by default: no limit.
+    pub fn bulkhead(mut self, max_concurrent: u32) -> Self {
+        self.values.max_concurrent = Some(max_concurrent);
+        self
+    }
+
+    /// How long a call over the bulkhead's limit waits for a slot before it is rejected.
+    /// Has no effect on an RPC without [`Policy::bulkhead`]. `max_wait_ms` in proto options
+    /// and the runtime configuration. Unset by default, which means zero: rejected at once.
+    pub fn bulkhead_wait(mut self, max_wait: Duration) -> Self {
+        self.values.max_wait = Some(max_wait);
+        self
+    }
+
+    /// `true` makes the RPCs of a service that set it share one bulkhead instead of having
+    /// one each; those RPCs must agree on its size and wait (set both on the service).
+    /// Unset by default, which means one bulkhead per RPC.
+    pub fn shared_bulkhead(mut self, shared: bool) -> Self {
+        self.values.shared_bulkhead = Some(shared);
+        self
+    }
+}
+
+/// How [`Policy::retry`] retries a failed call: up to `max_attempts` attempts in all,
+/// after a backoff drawn at random up to a cap (`initial_backoff`, then multiplied by
+/// `backoff_multiplier` per attempt up to `max_backoff`), on the `retryable_codes`.
+///
+/// Every field starts unset; an unset field comes from a lower layer, else from the
+/// runtime's default, the one each method names. The runtime never retries an open
+/// circuit, stays within the service's retry budget and the call's deadline, and honours
+/// the server's `grpc-retry-pushback-ms`.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_build::Retry;
+///
+/// let retry = Retry::new()
+///     .max_attempts(4)
+///     .initial_backoff(Duration::from_millis(20))
+///     .retryable_codes(&["UNAVAILABLE", "RESOURCE_EXHAUSTED"])
+///     .attempt_timeout(Duration::from_millis(300));
+/// # let _ = retry;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use = "a Retry does nothing until it is passed to `Policy::retry`"]
+pub struct Retry {
+    max_attempts: Option<u32>,
+    initial_backoff: Option<Duration>,
+    max_backoff: Option<Duration>,
+    backoff_multiplier: Option<f64>,
+    retryable_codes: Option<Vec<String>>,
+    attempt_timeout: Option<Duration>,
+}
+
+// Copies of `resilient_runtime::spec::RetrySpec::DEFAULT` and its limits: a build
+// dependency must not pull in the runtime (and tonic), so these are kept in step by hand.
+impl Retry {
+    /// The runtime's default `max_attempts`, used when retries are on and no layer sets a
+    /// count.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    /// The runtime's default `initial_backoff`.
+    pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+    /// The runtime's default `max_backoff`.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(1);
+    /// The runtime's default `backoff_multiplier`.
+    pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+    /// The runtime's default `retryable_codes`.
+    pub const DEFAULT_RETRYABLE_CODES: &'static [&'static str] = &["UNAVAILABLE"];
+    /// The most attempts a call may make.
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
+
+    /// Retries with the runtime's defaults: 3 attempts, backoff caps from 50 ms doubling
+    /// up to 1 s, on `UNAVAILABLE` only, each attempt bounded by what is left of the
+    /// call's deadline.
+    pub fn new() -> Self {
+        Retry::default()
+    }
+
+    /// Attempts in all, the first included: 1 means no retry. From 1 to 10. Unset by
+    /// default: the count of a lower layer that turns retries on, else
+    /// [`Retry::DEFAULT_MAX_ATTEMPTS`] (3).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// The cap of the first retry's backoff (the wait is drawn at random up to the cap).
+    /// Must not be zero. `initial_backoff_ms` in proto options.
+    /// Default: [`Retry::DEFAULT_INITIAL_BACKOFF`] (50 ms).
+    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
+        self.initial_backoff = Some(backoff);
+        self
+    }
+
+    /// The largest backoff cap. Must not be zero nor below `initial_backoff`.
+    /// `max_backoff_ms` in proto options. Default: [`Retry::DEFAULT_MAX_BACKOFF`] (1 s).
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = Some(backoff);
+        self
+    }
+
+    /// Growth of the backoff cap per attempt. A finite number of at least 1 (1 keeps
+    /// every cap at `initial_backoff`). Default: [`Retry::DEFAULT_BACKOFF_MULTIPLIER`] (2).
+    pub fn backoff_multiplier(mut self, multiplier: f64) -> Self {
+        self.backoff_multiplier = Some(multiplier);
+        self
+    }
+
+    /// The status codes worth another attempt, by their `google.rpc.Code` names
+    /// (`"UNAVAILABLE"`, `"RESOURCE_EXHAUSTED"`; case does not matter). A name that is not
+    /// a code, or `"OK"`, fails the build, naming the nearest code. An empty list retries
+    /// nothing. Default: [`Retry::DEFAULT_RETRYABLE_CODES`] (`UNAVAILABLE` only).
+    pub fn retryable_codes(mut self, codes: &[&str]) -> Self {
+        self.retryable_codes = Some(codes.iter().map(|c| (*c).to_owned()).collect());
+        self
+    }
+
+    /// The deadline of one attempt; each attempt gets the smaller of this and what is left
+    /// of the call's deadline ([`Policy::timeout`]). Must not be zero.
+    /// `attempt_timeout_ms` in proto options. Unset by default: each attempt may use all
+    /// that is left.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
 }
 
 /// The layer that `idempotency_level = NO_SIDE_EFFECTS | IDEMPOTENT` amounts to: just
 /// below the RPC's own `(resilient.v1.policy)`.
 const DECLARED_IDEMPOTENT: PolicyValues = PolicyValues {
-    failure_threshold: None,
-    success_threshold: None,
-    open_for: None,
-    timeout: None,
-    half_open_max_calls: None,
-    fallback: None,
     idempotent: Some(true),
-    shared_breaker: None,
+    ..PolicyValues::EMPTY
 };
 
 /// What a `.policy()` path addresses.
@@ -236,6 +426,15 @@ pub(crate) fn resolve(
                 half_open_max_calls: pick(&method_layers, |v| v.half_open_max_calls),
                 fallback: pick(&method_layers, |v| v.fallback),
                 idempotent: pick(&method_layers, |v| v.idempotent),
+                max_attempts: pick_attempts(&method_layers),
+                initial_backoff: pick(&method_layers, |v| v.initial_backoff),
+                max_backoff: pick(&method_layers, |v| v.max_backoff),
+                backoff_multiplier: pick(&method_layers, |v| v.backoff_multiplier),
+                retryable_codes: pick(&method_layers, |v| v.retryable_codes.clone()),
+                attempt_timeout: pick(&method_layers, |v| v.attempt_timeout),
+                max_concurrent: pick(&method_layers, |v| v.max_concurrent),
+                max_wait: pick(&method_layers, |v| v.max_wait),
+                shared_bulkhead: pick(&method_layers, |v| v.shared_bulkhead),
             };
         }
         validate(service, &mut problems);
@@ -258,6 +457,31 @@ fn pick<T>(
             value,
             source: source.clone(),
         })
+    })
+}
+
+/// `max_attempts` from the highest layer that sets it, except that below a layer that
+/// asks for retries without a count (`.retry(Retry::new())`), only counts above 1 apply,
+/// and none means the runtime's default.
+fn pick_attempts(layers: &[(&PolicyValues, Source)]) -> Option<Sourced<u32>> {
+    let mut requested_by: Option<&Source> = None;
+    for (values, source) in layers {
+        match values.max_attempts {
+            Some(n) if requested_by.is_none() || n > 1 => {
+                return Some(Sourced {
+                    value: n,
+                    source: source.clone(),
+                });
+            }
+            _ => {}
+        }
+        if values.retry_requested && requested_by.is_none() {
+            requested_by = Some(source);
+        }
+    }
+    requested_by.map(|source| Sourced {
+        value: Retry::DEFAULT_MAX_ATTEMPTS,
+        source: source.clone(),
     })
 }
 
@@ -425,6 +649,14 @@ fn validate(service: &ServiceModel, problems: &mut Vec<String>) {
                     ));
             }
         }
+        validate_retry(&method.path, policy, problems);
+        if let Some(Sourced { value: 0, source }) = &policy.max_concurrent {
+            problems.push(format!(
+                "invalid policy for {}: max_concurrent = 0 (set by {source}); no call could \
+                 ever run. Use 1 or more, or leave it unset for no limit",
+                method.path
+            ));
+        }
         if shared {
             let breaker_fields = [
                 (
@@ -459,6 +691,260 @@ fn validate(service: &ServiceModel, problems: &mut Vec<String>) {
             }
         }
     }
+    validate_shared_bulkhead(service, problems);
+}
+
+/// The retry fields of an RPC, with the runtime's defaults for those no layer sets.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RetryValues {
+    /// Attempts in all.
+    pub(crate) max_attempts: u32,
+    /// The first backoff cap.
+    pub(crate) initial_backoff: Duration,
+    /// The largest backoff cap.
+    pub(crate) max_backoff: Duration,
+    /// Growth of the cap per attempt.
+    pub(crate) backoff_multiplier: f64,
+    /// The retryable codes, in number order.
+    pub(crate) retryable: Vec<codes::Code>,
+    /// Deadline of one attempt; `None`: what is left of the call's.
+    pub(crate) attempt_timeout: Option<Duration>,
+}
+
+impl RetryValues {
+    /// `None` when no layer sets a retry field.
+    pub(crate) fn of(policy: &EffectivePolicy) -> Option<RetryValues> {
+        if !policy.has_retry() {
+            return None;
+        }
+        let default_codes: Vec<String> = Retry::DEFAULT_RETRYABLE_CODES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        Some(RetryValues {
+            max_attempts: value_or(&policy.max_attempts, Retry::DEFAULT_MAX_ATTEMPTS),
+            initial_backoff: value_or(&policy.initial_backoff, Retry::DEFAULT_INITIAL_BACKOFF),
+            max_backoff: value_or(&policy.max_backoff, Retry::DEFAULT_MAX_BACKOFF),
+            backoff_multiplier: value_or(
+                &policy.backoff_multiplier,
+                Retry::DEFAULT_BACKOFF_MULTIPLIER,
+            ),
+            retryable: codes::set(
+                policy
+                    .retryable_codes
+                    .as_ref()
+                    .map_or(&default_codes, |c| &c.value),
+            ),
+            attempt_timeout: policy.attempt_timeout.as_ref().map(|t| t.value),
+        })
+    }
+}
+
+fn value_or<T: Clone>(value: &Option<Sourced<T>>, default: T) -> T {
+    value.as_ref().map_or(default, |v| v.value.clone())
+}
+
+/// Where an effective value came from, or that it is the runtime's default.
+fn source_or_default<T>(value: &Option<Sourced<T>>) -> String {
+    value
+        .as_ref()
+        .map_or("the runtime's default".to_owned(), |v| {
+            format!("set by {}", v.source)
+        })
+}
+
+fn validate_retry(path: &str, policy: &EffectivePolicy, problems: &mut Vec<String>) {
+    if let Some(Sourced { value, source }) = &policy.max_attempts
+        && (*value == 0 || *value > Retry::MAX_ATTEMPTS_LIMIT)
+    {
+        let why = if *value == 0 {
+            "a call makes at least one attempt"
+        } else {
+            "more attempts would multiply the load on a failing dependency"
+        };
+        problems.push(format!(
+            "invalid policy for {path}: max_attempts = {value} (set by {source}); {why}. Use 1 \
+             (no retry) to {}",
+            Retry::MAX_ATTEMPTS_LIMIT
+        ));
+    }
+    if let Some(Sourced { value, source }) = &policy.backoff_multiplier
+        && !(value.is_finite() && *value >= 1.0)
+    {
+        let why = if value.is_finite() {
+            "the backoff would shrink from one attempt to the next"
+        } else {
+            "it is not a finite number"
+        };
+        problems.push(format!(
+            "invalid policy for {path}: backoff_multiplier = {value} (set by {source}); {why}. \
+             Use a finite number of at least 1"
+        ));
+    }
+    let durations = [
+        (
+            "initial_backoff",
+            &policy.initial_backoff,
+            "retries would not back off",
+            "leave it unset for the runtime's default (50ms)",
+        ),
+        (
+            "max_backoff",
+            &policy.max_backoff,
+            "retries would not back off",
+            "leave it unset for the runtime's default (1s)",
+        ),
+        (
+            "attempt_timeout",
+            &policy.attempt_timeout,
+            "every attempt would time out before it starts",
+            "leave it unset to give each attempt what is left of the call's deadline",
+        ),
+    ];
+    for (option, value, why, unset) in durations {
+        if let Some(Sourced { value, source }) = value
+            && value.is_zero()
+        {
+            problems.push(format!(
+                "invalid policy for {path}: {option} = 0 (set by {source}); {why}. Use a \
+                 positive duration, or {unset}"
+            ));
+        }
+    }
+    if let Some(Sourced { value, source }) = &policy.retryable_codes {
+        for name in value {
+            match codes::retryable(name) {
+                Ok(_) => {}
+                Err(BadCode::Ok) => problems.push(format!(
+                    "invalid policy for {path}: retryable_codes names \"{name}\" (set by \
+                     {source}), which is not an error and is never retried; remove it"
+                )),
+                Err(BadCode::Unknown { nearest }) => problems.push(format!(
+                    "invalid policy for {path}: retryable_codes names \"{name}\" (set by \
+                     {source}), which is not a gRPC status code; did you mean \"{nearest}\"?"
+                )),
+            }
+        }
+    }
+    if let Some(retry) = RetryValues::of(policy)
+        && !retry.initial_backoff.is_zero()
+        && !retry.max_backoff.is_zero()
+        && retry.max_backoff < retry.initial_backoff
+    {
+        problems.push(format!(
+            "invalid policy for {path}: max_backoff = {} ({}) is below initial_backoff = \
+             {} ({}); raise max_backoff or lower initial_backoff",
+            show_duration(retry.max_backoff),
+            source_or_default(&policy.max_backoff),
+            show_duration(retry.initial_backoff),
+            source_or_default(&policy.initial_backoff),
+        ));
+    }
+}
+
+/// The RPCs that share a bulkhead must agree on its size and wait: the runtime builds it
+/// from whichever comes first.
+fn validate_shared_bulkhead(service: &ServiceModel, problems: &mut Vec<String>) {
+    let sharing: Vec<_> = service
+        .methods
+        .iter()
+        .filter(|m| {
+            m.policy.shared_bulkhead.as_ref().is_some_and(|s| s.value)
+                && m.policy.max_concurrent.is_some()
+        })
+        .collect();
+    let Some((first, rest)) = sharing.split_first() else {
+        return;
+    };
+    for other in rest {
+        let fields = [
+            (
+                "max_concurrent",
+                first
+                    .policy
+                    .max_concurrent
+                    .as_ref()
+                    .map(|v| v.value.to_string()),
+                other
+                    .policy
+                    .max_concurrent
+                    .as_ref()
+                    .map(|v| v.value.to_string()),
+                source_or_default(&first.policy.max_concurrent),
+                source_or_default(&other.policy.max_concurrent),
+            ),
+            (
+                "max_wait",
+                Some(show_duration(value_or(
+                    &first.policy.max_wait,
+                    Duration::ZERO,
+                ))),
+                Some(show_duration(value_or(
+                    &other.policy.max_wait,
+                    Duration::ZERO,
+                ))),
+                source_or_default(&first.policy.max_wait),
+                source_or_default(&other.policy.max_wait),
+            ),
+        ];
+        for (option, a, b, a_source, b_source) in fields {
+            if a != b {
+                problems.push(format!(
+                    "invalid policy for {}: {} and {} share one bulkhead (shared_bulkhead) but \
+                     ask for different sizes: {option} = {} ({a_source}) and {} ({b_source}). \
+                     Set the bulkhead on the service, or turn shared_bulkhead off for one of them",
+                    service.path,
+                    first.proto_name,
+                    other.proto_name,
+                    a.unwrap_or_default(),
+                    b.unwrap_or_default(),
+                ));
+            }
+        }
+    }
+}
+
+/// One line per RPC whose policy asks for retries the runtime never makes, for the
+/// builder to print as `cargo:warning`.
+pub(crate) fn warnings(services: &[ServiceModel]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for method in services.iter().flat_map(|s| &s.methods) {
+        let policy = &method.policy;
+        let (Some(attempts), Some(reason)) = (&policy.max_attempts, method.no_retry()) else {
+            continue;
+        };
+        if !policy.asks_for_retries() {
+            continue;
+        }
+        let asked = format!(
+            "{}: retries are configured (max_attempts = {}, set by {})",
+            method.path, attempts.value, attempts.source
+        );
+        warnings.push(match reason {
+            NoRetry::NotIdempotent => {
+                let why = match &policy.idempotent {
+                    Some(Sourced { source, .. }) => {
+                        format!("it is declared not idempotent by {source}")
+                    }
+                    None => "nothing declares it idempotent".to_owned(),
+                };
+                format!(
+                    "{asked}, but {why}, so it is never retried. If repeating it is safe, mark \
+                     it with `option idempotency_level = IDEMPOTENT;` (or NO_SIDE_EFFECTS) in \
+                     the proto, `idempotent: true` in its `(resilient.v1.policy)`, or \
+                     `.idempotent(true)` in build.rs; otherwise turn retries off for it with \
+                     `.no_retry()` or `max_attempts: 1`"
+                )
+            }
+            NoRetry::StreamedRequest => format!(
+                "{asked}, but it is a {} RPC: its request stream is consumed by the first \
+                 attempt, so it is never retried. Turn retries off for it with `.no_retry()` \
+                 or `max_attempts: 1`",
+                method.kind.describe()
+            ),
+        });
+    }
+    warnings
 }
 
 fn invalid_input(message: String) -> io::Error {
@@ -884,5 +1370,463 @@ mod tests {
             Policy::new().fallback_on(FallbackMode::ALL).values.fallback,
             Some(FallbackMode::ALL)
         );
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn rpc(name: &str) -> Source {
+        Source::BuildRpc(name.to_owned())
+    }
+
+    #[test]
+    fn retry_sets_attempts_and_only_the_fields_it_names() {
+        let values = Policy::new().retry(Retry::new()).values;
+        assert_eq!(
+            values,
+            PolicyValues {
+                retry_requested: true,
+                ..PolicyValues::EMPTY
+            }
+        );
+        // A second call merges, the later one winning field by field.
+        let values = Policy::new()
+            .retry(
+                Retry::new()
+                    .max_attempts(5)
+                    .initial_backoff(ms(10))
+                    .retryable_codes(&["ABORTED"]),
+            )
+            .retry(
+                Retry::new()
+                    .initial_backoff(ms(20))
+                    .attempt_timeout(ms(300)),
+            )
+            .values;
+        assert_eq!(values.max_attempts, Some(5));
+        assert_eq!(values.initial_backoff, Some(ms(20)));
+        assert_eq!(values.retryable_codes, Some(vec!["ABORTED".to_owned()]));
+        assert_eq!(values.attempt_timeout, Some(ms(300)));
+        assert_eq!(values.max_backoff, None);
+        // The later of `.retry()` and `.no_retry()` wins.
+        let off = Policy::new().retry(Retry::new()).no_retry().values;
+        assert_eq!((off.max_attempts, off.retry_requested), (Some(1), false));
+        let on = Policy::new().no_retry().retry(Retry::new()).values;
+        assert_eq!((on.max_attempts, on.retry_requested), (None, true));
+        let bulkhead = Policy::new()
+            .bulkhead(8)
+            .bulkhead_wait(ms(5))
+            .shared_bulkhead(true)
+            .values;
+        assert_eq!(
+            (
+                bulkhead.max_concurrent,
+                bulkhead.max_wait,
+                bulkhead.shared_bulkhead
+            ),
+            (Some(8), Some(ms(5)), Some(true))
+        );
+    }
+
+    #[test]
+    fn retry_and_bulkhead_fields_merge_per_field_with_sources() {
+        let mut services = fixture();
+        services[0].option = Some(ProtoOption {
+            values: PolicyValues {
+                max_attempts: Some(2),
+                backoff_multiplier: Some(1.5),
+                max_concurrent: Some(16),
+                ..PolicyValues::EMPTY
+            },
+            at: at(9),
+        });
+        services[0].methods[0].option = Some(ProtoOption {
+            values: PolicyValues {
+                retryable_codes: Some(vec!["UNAVAILABLE".into(), "ABORTED".into()]),
+                max_wait: Some(ms(25)),
+                ..PolicyValues::EMPTY
+            },
+            at: at(12),
+        });
+        resolve(
+            &mut services,
+            &policies(vec![
+                (".", Policy::new().bulkhead_wait(ms(1))),
+                (
+                    ".nova.auth.v1.AuthService",
+                    Policy::new().retry(Retry::new().max_attempts(4).initial_backoff(ms(10))),
+                ),
+                (".nova.auth.v1.AuthService.Login", Policy::new().no_retry()),
+            ]),
+        )
+        .unwrap();
+        let validate = &services[0].methods[0].policy;
+        let service = Source::BuildService(".nova.auth.v1.AuthService".to_owned());
+        // build.rs per-service beats the proto service option...
+        assert_eq!(
+            validate.max_attempts,
+            Some(Sourced {
+                value: 4,
+                source: service.clone()
+            })
+        );
+        assert_eq!(validate.initial_backoff.as_ref().unwrap().source, service);
+        // ...which still fills what build.rs leaves unset.
+        assert_eq!(
+            validate.backoff_multiplier,
+            Some(Sourced {
+                value: 1.5,
+                source: Source::ProtoService(at(9))
+            })
+        );
+        assert_eq!(
+            validate.retryable_codes.as_ref().unwrap().source,
+            Source::ProtoMethod(at(12))
+        );
+        assert_eq!(validate.max_backoff, None);
+        assert_eq!(
+            validate.max_concurrent.as_ref().unwrap().source,
+            Source::ProtoService(at(9))
+        );
+        // The method option beats the build.rs default.
+        assert_eq!(validate.max_wait.as_ref().unwrap().value, ms(25));
+
+        let retry = RetryValues::of(validate).unwrap();
+        assert_eq!(retry.max_attempts, 4);
+        assert_eq!(retry.max_backoff, Retry::DEFAULT_MAX_BACKOFF);
+        let numbers: Vec<i32> = retry.retryable.iter().map(|c| c.number).collect();
+        assert_eq!(numbers, [10, 14]);
+
+        let login = &services[0].methods[1].policy;
+        assert_eq!(
+            login.max_attempts,
+            Some(Sourced {
+                value: 1,
+                source: rpc(".nova.auth.v1.AuthService.Login")
+            })
+        );
+        assert!(!login.asks_for_retries() && login.has_retry());
+        assert_eq!(
+            login.max_wait.as_ref().unwrap().source,
+            Source::BuildDefault
+        );
+
+        // No layer sets anything for MediaService.
+        let upload = &services[1].methods[0].policy;
+        assert!(!upload.has_retry() && RetryValues::of(upload).is_none());
+        assert!(upload.max_concurrent.is_none() && upload.has_bulkhead_fields());
+    }
+
+    #[test]
+    fn retry_without_a_count_keeps_a_lower_layers_count_but_not_its_no_retry() {
+        /// Proto service `max_attempts`, proto method `max_attempts`, build.rs per RPC,
+        /// the expected count and layer.
+        type Case = (
+            Option<u32>,
+            Option<u32>,
+            Policy,
+            Option<(u32, &'static str)>,
+        );
+        let table: Vec<Case> = vec![
+            (
+                None,
+                Some(4),
+                Policy::new().retry(Retry::new()),
+                Some((4, "method")),
+            ),
+            (
+                Some(5),
+                Some(1),
+                Policy::new().retry(Retry::new()),
+                Some((5, "service")),
+            ),
+            (
+                None,
+                Some(1),
+                Policy::new().retry(Retry::new()),
+                Some((3, "build")),
+            ),
+            (
+                None,
+                None,
+                Policy::new().retry(Retry::new()),
+                Some((3, "build")),
+            ),
+            (
+                None,
+                Some(4),
+                Policy::new().retry(Retry::new().max_attempts(2)),
+                Some((2, "build")),
+            ),
+            (None, Some(4), Policy::new().no_retry(), Some((1, "build"))),
+            (Some(5), Some(1), Policy::new(), Some((1, "method"))),
+            (None, None, Policy::new(), None),
+        ];
+        for (service_attempts, method_attempts, policy, expected) in table {
+            let mut services = fixture();
+            services[0].option = service_attempts.map(|n| ProtoOption {
+                values: PolicyValues {
+                    max_attempts: Some(n),
+                    ..PolicyValues::EMPTY
+                },
+                at: at(9),
+            });
+            services[0].methods[1].option = method_attempts.map(|n| ProtoOption {
+                values: PolicyValues {
+                    max_attempts: Some(n),
+                    ..PolicyValues::EMPTY
+                },
+                at: at(20),
+            });
+            let login = ".nova.auth.v1.AuthService.Login";
+            resolve(&mut services, &policies(vec![(login, policy.clone())])).unwrap();
+            let expected = expected.map(|(value, layer)| Sourced {
+                value,
+                source: match layer {
+                    "service" => Source::ProtoService(at(9)),
+                    "method" => Source::ProtoMethod(at(20)),
+                    _ => rpc(login),
+                },
+            });
+            assert_eq!(
+                services[0].methods[1].policy.max_attempts, expected,
+                "{service_attempts:?} {method_attempts:?} {policy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_retry_and_bulkhead_values_name_rpc_option_and_source() {
+        let login = ".nova.auth.v1.AuthService.Login";
+        let table: Vec<(Policy, &str)> = vec![
+            (
+                Policy::new().retry(Retry::new().max_attempts(0)),
+                "max_attempts = 0 (set by build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`); \
+                 a call makes at least one attempt. Use 1 (no retry) to 10",
+            ),
+            (
+                Policy::new().retry(Retry::new().max_attempts(11)),
+                "max_attempts = 11 (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().backoff_multiplier(0.5)),
+                "backoff_multiplier = 0.5 (set by build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`); \
+                 the backoff would shrink from one attempt to the next. Use a finite number of at least 1",
+            ),
+            (
+                Policy::new().retry(Retry::new().backoff_multiplier(f64::NAN)),
+                "backoff_multiplier = NaN (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().backoff_multiplier(f64::INFINITY)),
+                "backoff_multiplier = inf (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().initial_backoff(Duration::ZERO)),
+                "initial_backoff = 0 (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().max_backoff(Duration::ZERO)),
+                "max_backoff = 0 (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().attempt_timeout(Duration::ZERO)),
+                "attempt_timeout = 0 (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().retryable_codes(&["UNAVAILBLE"])),
+                "retryable_codes names \"UNAVAILBLE\" (set by build.rs \
+                 `.policy(\".nova.auth.v1.AuthService.Login\", ..)`), which is not a gRPC status \
+                 code; did you mean \"UNAVAILABLE\"?",
+            ),
+            (
+                Policy::new().retry(Retry::new().retryable_codes(&["ok"])),
+                "retryable_codes names \"ok\" (set by",
+            ),
+            (
+                Policy::new().retry(Retry::new().initial_backoff(ms(2000))),
+                "max_backoff = 1s (the runtime's default) is below initial_backoff = 2s (set by \
+                 build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`); raise max_backoff \
+                 or lower initial_backoff",
+            ),
+            (
+                Policy::new().bulkhead(0),
+                "max_concurrent = 0 (set by build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`); \
+                 no call could ever run",
+            ),
+        ];
+        for (policy, expected) in table {
+            let message = err(&mut fixture(), vec![(login, policy)]);
+            assert_eq!(message.lines().count(), 1, "{message}");
+            assert!(
+                message.starts_with(&format!("invalid policy for {login}: {expected}")),
+                "{message}\n{expected}"
+            );
+        }
+
+        // From a proto option, the source is its file and line.
+        let mut services = fixture();
+        services[0].methods[1].option = Some(ProtoOption {
+            values: PolicyValues {
+                retryable_codes: Some(vec!["DEADLINE".into()]),
+                ..PolicyValues::EMPTY
+            },
+            at: at(20),
+        });
+        let message = err(&mut services, vec![]);
+        assert_eq!(
+            message,
+            "invalid policy for .nova.auth.v1.AuthService.Login: retryable_codes names \
+             \"DEADLINE\" (set by `(resilient.v1.policy)` at nova/auth/v1/auth.proto:20), which is \
+             not a gRPC status code; did you mean \"DEADLINE_EXCEEDED\"?"
+        );
+    }
+
+    #[test]
+    fn valid_edges_and_overridden_values_are_accepted() {
+        for policy in [
+            Policy::new().retry(Retry::new().max_attempts(1)),
+            Policy::new().retry(Retry::new().max_attempts(10)),
+            Policy::new().retry(Retry::new().backoff_multiplier(1.0)),
+            Policy::new().retry(Retry::new().retryable_codes(&[])),
+            Policy::new().retry(Retry::new().initial_backoff(ms(2000)).max_backoff(ms(2000))),
+            Policy::new().bulkhead(1).bulkhead_wait(Duration::ZERO),
+        ] {
+            resolve(
+                &mut fixture(),
+                &policies(vec![(".nova.auth.v1.AuthService.Login", policy)]),
+            )
+            .unwrap();
+        }
+        resolve(
+            &mut fixture(),
+            &policies(vec![
+                (".", Policy::new().retry(Retry::new().max_attempts(0))),
+                (".nova", Policy::new().retry(Retry::new().max_attempts(2))),
+            ]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn rpcs_sharing_a_bulkhead_must_agree_on_it() {
+        let mut services = fixture();
+        resolve(
+            &mut services,
+            &policies(vec![(
+                ".nova.auth.v1.AuthService",
+                Policy::new().bulkhead(8).shared_bulkhead(true),
+            )]),
+        )
+        .unwrap();
+        assert!(
+            services[0]
+                .methods
+                .iter()
+                .all(|m| m.policy.shared_bulkhead.as_ref().unwrap().value)
+        );
+
+        let message = err(
+            &mut fixture(),
+            vec![
+                (
+                    ".nova.auth.v1.AuthService",
+                    Policy::new().bulkhead(8).shared_bulkhead(true),
+                ),
+                (
+                    ".nova.auth.v1.AuthService.Login",
+                    Policy::new().bulkhead(4).bulkhead_wait(ms(10)),
+                ),
+            ],
+        );
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "invalid policy for .nova.auth.v1.AuthService: ValidateToken and Login share one \
+                 bulkhead (shared_bulkhead) but ask for different sizes: max_concurrent = 8 (set \
+                 by build.rs `.policy(\".nova.auth.v1.AuthService\", ..)`) and 4 (set by build.rs \
+                 `.policy(\".nova.auth.v1.AuthService.Login\", ..)`). Set the bulkhead on the \
+                 service, or turn shared_bulkhead off for one of them",
+                "invalid policy for .nova.auth.v1.AuthService: ValidateToken and Login share one \
+                 bulkhead (shared_bulkhead) but ask for different sizes: max_wait = 0s (the \
+                 runtime's default) and 10ms (set by build.rs \
+                 `.policy(\".nova.auth.v1.AuthService.Login\", ..)`). Set the bulkhead on the \
+                 service, or turn shared_bulkhead off for one of them",
+            ]
+        );
+
+        // An RPC that leaves the shared bulkhead may size its own.
+        resolve(
+            &mut fixture(),
+            &policies(vec![
+                (
+                    ".nova.auth.v1.AuthService",
+                    Policy::new().bulkhead(8).shared_bulkhead(true),
+                ),
+                (
+                    ".nova.auth.v1.AuthService.Login",
+                    Policy::new().bulkhead(4).shared_bulkhead(false),
+                ),
+            ]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn warnings_for_retries_that_never_happen() {
+        let mut services = fixture();
+        services[0].methods[0].idempotency_level = Some(crate::model::DeclaredIdempotency {
+            level: "IDEMPOTENT",
+            at: at(13),
+        });
+        services[1].methods[0].kind = RpcKind::ClientStreaming;
+        services[1].methods[1].kind = RpcKind::BidiStreaming;
+        resolve(
+            &mut services,
+            &policies(vec![
+                (".", Policy::new().retry(Retry::new())),
+                (
+                    ".nova.auth.v1.AuthService.Login",
+                    Policy::new().idempotent(false),
+                ),
+                (
+                    ".nova.media.v1.MediaService.UploadMedia",
+                    Policy::new().idempotent(true),
+                ),
+                (
+                    ".nova.media.v1.MediaService.GetMedia",
+                    Policy::new().idempotent(true).no_retry(),
+                ),
+            ]),
+        )
+        .unwrap();
+        let warnings = warnings(&services);
+        // ValidateToken is idempotent and unary: retried, no warning. GetMedia: retries off.
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert_eq!(
+            warnings[0],
+            ".nova.auth.v1.AuthService.Login: retries are configured (max_attempts = 3, set by \
+             build.rs default policy (`.policy(\".\", ..)`)), but it is declared not idempotent by \
+             build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`, so it is never retried. \
+             If repeating it is safe, mark it with `option idempotency_level = IDEMPOTENT;` (or \
+             NO_SIDE_EFFECTS) in the proto, `idempotent: true` in its `(resilient.v1.policy)`, or \
+             `.idempotent(true)` in build.rs; otherwise turn retries off for it with \
+             `.no_retry()` or `max_attempts: 1`"
+        );
+        assert_eq!(
+            warnings[1],
+            ".nova.media.v1.MediaService.UploadMedia: retries are configured (max_attempts = 3, \
+             set by build.rs default policy (`.policy(\".\", ..)`)), but it is a client streaming \
+             RPC: its request stream is consumed by the first attempt, so it is never retried. \
+             Turn retries off for it with `.no_retry()` or `max_attempts: 1`"
+        );
+        assert!(warnings.iter().all(|w| !w.contains('\n')));
+
+        // Without retries, no warnings.
+        let mut services = fixture();
+        resolve(&mut services, &[]).unwrap();
+        assert!(self::warnings(&services).is_empty());
     }
 }

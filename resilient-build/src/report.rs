@@ -2,13 +2,14 @@
 //! came from. Pure: the builder writes the string.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use crate::model::{ServiceModel, Sourced};
-use crate::policy::FallbackMode;
+use crate::codes;
+use crate::model::{MethodModel, NoRetry, ServiceModel, Sourced, show_duration as duration};
+use crate::policy::{FallbackMode, Retry};
 
 const UNSET: &str = "—";
 const PRESET: &str = "`RESILIENT_ENV` preset (run time)";
+const RUNTIME_DEFAULT: &str = "runtime default";
 
 /// The report for `services`, after `policy::resolve`.
 pub(crate) fn render(services: &[ServiceModel]) -> String {
@@ -16,8 +17,9 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
     out.push_str("# resilient-build report\n\n");
     out.push_str(
         "Build-time policy of every RPC and where each value came from. A value shown as \
-         `—` is left to the `RESILIENT_ENV` preset at run time; the runtime configuration \
-         named by `RESILIENT_CONFIG` may override any value when the client is built.\n\n",
+         `—` is left to the `RESILIENT_ENV` preset at run time; a retry or bulkhead value \
+         no layer sets is the runtime's default; the runtime configuration named by \
+         `RESILIENT_CONFIG` may override any value when the client is built.\n\n",
     );
     out.push_str(
         "Precedence, highest first: runtime config > build.rs per-RPC > build.rs per-service \
@@ -100,9 +102,165 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
                 }
                 None => out.push_str("| idempotent | no | not declared |\n"),
             }
+            retry_rows(&mut out, method);
+            bulkhead_rows(&mut out, method);
+            notes(&mut out, method);
         }
     }
     out
+}
+
+fn retry_rows(out: &mut String, method: &MethodModel) {
+    let policy = &method.policy;
+    if !policy.has_retry() {
+        out.push_str("| retry | off | not set |\n");
+        return;
+    }
+    let attempts = |n: &u32| {
+        if *n == 1 {
+            "1 (no retry)".to_owned()
+        } else {
+            n.to_string()
+        }
+    };
+    let default_codes = Retry::DEFAULT_RETRYABLE_CODES.join(", ");
+    let rows = [
+        (
+            "max_attempts",
+            policy
+                .max_attempts
+                .as_ref()
+                .map(|v| (attempts(&v.value), &v.source)),
+            Retry::DEFAULT_MAX_ATTEMPTS.to_string(),
+        ),
+        (
+            "initial_backoff",
+            policy
+                .initial_backoff
+                .as_ref()
+                .map(|v| (duration(v.value), &v.source)),
+            duration(Retry::DEFAULT_INITIAL_BACKOFF),
+        ),
+        (
+            "max_backoff",
+            policy
+                .max_backoff
+                .as_ref()
+                .map(|v| (duration(v.value), &v.source)),
+            duration(Retry::DEFAULT_MAX_BACKOFF),
+        ),
+        (
+            "backoff_multiplier",
+            policy
+                .backoff_multiplier
+                .as_ref()
+                .map(|v| (v.value.to_string(), &v.source)),
+            Retry::DEFAULT_BACKOFF_MULTIPLIER.to_string(),
+        ),
+        (
+            "retryable_codes",
+            policy.retryable_codes.as_ref().map(|v| {
+                let names: Vec<&str> = codes::set(&v.value).iter().map(|c| c.name).collect();
+                let names = if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                };
+                (names, &v.source)
+            }),
+            default_codes,
+        ),
+        (
+            "attempt_timeout",
+            policy
+                .attempt_timeout
+                .as_ref()
+                .map(|v| (duration(v.value), &v.source)),
+            "what is left of the call's deadline".to_owned(),
+        ),
+    ];
+    for (option, value, default) in rows {
+        let _ = match value {
+            Some((value, source)) => writeln!(
+                out,
+                "| {option} | {} | {} |",
+                cell(&value),
+                cell(&source.to_string())
+            ),
+            None => writeln!(out, "| {option} | {} | {RUNTIME_DEFAULT} |", cell(&default)),
+        };
+    }
+}
+
+fn bulkhead_rows(out: &mut String, method: &MethodModel) {
+    let policy = &method.policy;
+    if !policy.has_bulkhead_fields() {
+        out.push_str("| bulkhead | none | not set |\n");
+        return;
+    }
+    match &policy.max_concurrent {
+        Some(Sourced { value, source }) => {
+            let _ = writeln!(
+                out,
+                "| max_concurrent | {value} | {} |",
+                cell(&source.to_string())
+            );
+        }
+        None => out.push_str("| max_concurrent | — | not set: no bulkhead |\n"),
+    }
+    match &policy.max_wait {
+        Some(Sourced { value, source }) => {
+            let _ = writeln!(
+                out,
+                "| max_wait | {} | {} |",
+                duration(*value),
+                cell(&source.to_string())
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "| max_wait | 0s (rejected at once) | {RUNTIME_DEFAULT} |"
+            );
+        }
+    }
+    match &policy.shared_bulkhead {
+        Some(Sourced { value, source }) => {
+            let _ = writeln!(
+                out,
+                "| shared_bulkhead | {} | {} |",
+                if *value { "yes" } else { "no" },
+                cell(&source.to_string())
+            );
+        }
+        None => {
+            let _ = writeln!(out, "| shared_bulkhead | no | {RUNTIME_DEFAULT} |");
+        }
+    }
+}
+
+/// What the table alone does not say: settings that have no effect.
+fn notes(out: &mut String, method: &MethodModel) {
+    let policy = &method.policy;
+    if policy.asks_for_retries() {
+        match method.no_retry() {
+            Some(NoRetry::NotIdempotent) => out.push_str(
+                "\nNever retried: the RPC is not idempotent, so the generated code carries no \
+                 retry policy (the build warned). Mark it idempotent to retry it.\n",
+            ),
+            Some(NoRetry::StreamedRequest) => out.push_str(
+                "\nNever retried: its request stream is consumed by the first attempt, so the \
+                 generated code carries no retry policy (the build warned).\n",
+            ),
+            None => {}
+        }
+    }
+    if policy.has_bulkhead_fields() && policy.max_concurrent.is_none() {
+        out.push_str(
+            "\nNo bulkhead: `max_wait` and `shared_bulkhead` take effect only with \
+             `max_concurrent`.\n",
+        );
+    }
 }
 
 fn row<T>(out: &mut String, option: &str, value: &Option<Sourced<T>>, show: impl Fn(&T) -> String) {
@@ -120,17 +278,6 @@ fn row<T>(out: &mut String, option: &str, value: &Option<Sourced<T>>, show: impl
 /// Table cells cannot hold a bare `|`.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|")
-}
-
-fn duration(value: Duration) -> String {
-    let millis = value.as_millis();
-    if !value.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{value:?}")
-    } else if millis.is_multiple_of(1000) {
-        format!("{}s", millis / 1000)
-    } else {
-        format!("{millis}ms")
-    }
 }
 
 fn fallback(mode: &FallbackMode) -> String {
@@ -152,6 +299,7 @@ fn fallback(mode: &FallbackMode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_and_fallbacks_read_naturally() {

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use resilient_build::Policy;
+use resilient_build::{Policy, Retry};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -203,4 +203,78 @@ fn unknown_proto_file_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(message.contains("none.proto"), "{message}");
+}
+
+#[test]
+fn unknown_retryable_code_in_a_proto_names_the_place_and_the_nearest_code() {
+    let dir = TempDir::new("code");
+    let path = dir.proto(&AUTH.replace(
+        "success_threshold: 0",
+        "max_attempts: 3 retryable_codes: [\"UNAVAILABLE\", \"RESOURCE_EXHAUSTD\"]",
+    ));
+    let message = dir.compile(resilient_build::configure());
+    assert_eq!(
+        message,
+        format!(
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: retryable_codes names \
+             \"RESOURCE_EXHAUSTD\" (set by `(resilient.v1.policy)` at {}:7), which is not a gRPC \
+             status code; did you mean \"RESOURCE_EXHAUSTED\"?",
+            shown(&path)
+        )
+    );
+}
+
+#[test]
+fn out_of_range_retry_and_bulkhead_values_are_rejected() {
+    let dir = TempDir::new("retry");
+    let path = dir.proto(&AUTH.replace("success_threshold: 0", "backoff_multiplier: 0.5"));
+    let message = dir.compile(
+        resilient_build::configure()
+            .policy(
+                ".nova.auth.v1.AuthService",
+                Policy::new().retry(Retry::new().max_attempts(11)),
+            )
+            .policy(
+                ".nova.auth.v1.AuthService.Refresh",
+                Policy::new().bulkhead(0),
+            ),
+    );
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 4, "{message}");
+    assert!(
+        lines[0].starts_with(
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: max_attempts = 11 \
+             (set by build.rs `.policy(\".nova.auth.v1.AuthService\", ..)`)"
+        ),
+        "{message}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: backoff_multiplier = \
+             0.5 (set by `(resilient.v1.policy)` at {}:7)",
+            shown(&path)
+        )),
+        "{message}"
+    );
+    assert!(
+        lines[2]
+            .starts_with("invalid policy for .nova.auth.v1.AuthService.Refresh: max_attempts = 11"),
+        "{message}"
+    );
+    assert!(
+        lines[3].starts_with(
+            "invalid policy for .nova.auth.v1.AuthService.Refresh: max_concurrent = 0 (set by \
+             build.rs `.policy(\".nova.auth.v1.AuthService.Refresh\", ..)`)"
+        ),
+        "{message}"
+    );
+
+    let message = dir.compile(
+        resilient_build::configure()
+            .default_policy(Policy::new().retry(Retry::new().attempt_timeout(Duration::ZERO))),
+    );
+    assert!(
+        message.contains("attempt_timeout = 0 (set by build.rs default policy"),
+        "{message}"
+    );
 }

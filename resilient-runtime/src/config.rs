@@ -66,7 +66,9 @@ pub struct PolicyOverride {
     pub max_concurrent: Option<u32>,
     /// How long a call over `max_concurrent` waits for a slot, in milliseconds.
     pub max_wait_ms: Option<u64>,
-    /// Share one bulkhead among the service's RPCs that set this.
+    /// Share one bulkhead among the service's RPCs that set this (also spelt
+    /// `shared_bulkhead`, as in build.rs and the proto option).
+    #[serde(alias = "shared_bulkhead")]
     pub bulkhead_shared: Option<bool>,
     /// Retry budget (service tables): retries per request in the last 10 s.
     pub retry_budget_percent: Option<f64>,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use resilient_build::Policy;
+use resilient_build::{Policy, Retry};
 
 fn main() -> std::io::Result<()> {
     resilient_build::configure()
@@ -13,12 +13,23 @@ fn main() -> std::io::Result<()> {
                 .success_threshold(3)
                 .timeout(Duration::from_secs(2)),
         )
+        // Create is not idempotent: the build warns and it is never retried.
+        .policy(
+            ".test.flaky.v1.FlakyService",
+            Policy::new().retry(
+                Retry::new()
+                    .max_attempts(2)
+                    .initial_backoff(Duration::from_millis(1))
+                    .max_backoff(Duration::from_millis(5)),
+            ),
+        )
         .compile_protos(
             &[
                 "proto/nova/auth/v1/auth.proto",
                 "proto/test/echo/v1/echo.proto",
                 "proto/test/a/v1/catalog.proto",
                 "proto/test/hops/v1/hops.proto",
+                "proto/test/flaky/v1/flaky.proto",
             ],
             &["proto"],
         )?;

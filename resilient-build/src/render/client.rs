@@ -9,7 +9,7 @@ use quote::{format_ident, quote};
 use super::{RenderOptions, docs, method_ident, rust_type};
 use crate::model::{MethodModel, RpcKind, ServiceModel, Sourced};
 use crate::parse::client_module_name;
-use crate::policy::FallbackMode;
+use crate::policy::{FallbackMode, RetryValues};
 
 /// The `SERVICE` table: names, kinds and build-time policies the runtime reads.
 pub(crate) fn spec_table(service: &ServiceModel) -> io::Result<TokenStream> {
@@ -22,7 +22,7 @@ pub(crate) fn spec_table(service: &ServiceModel) -> io::Result<TokenStream> {
         .map(method_spec)
         .collect::<io::Result<Vec<_>>>()?;
     // `..PolicySpec::EMPTY` lets the runtime add policy fields without breaking code
-    // generated before them; today it names no missing field.
+    // generated before them; today it names no missing field, hence the allow.
     Ok(quote! {
         #[allow(clippy::needless_update)]
         static SERVICE: resilient_runtime::spec::ServiceSpec = resilient_runtime::spec::ServiceSpec {
@@ -69,6 +69,8 @@ fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
         },
         None => quote!(None),
     };
+    let retry = retry_spec(method)?;
+    let bulkhead = bulkhead_spec(method)?;
     Ok(quote! {
         resilient_runtime::spec::MethodSpec {
             name: #name,
@@ -81,9 +83,83 @@ fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
                 timeout: #timeout,
                 half_open_max_calls: #half_open_max_calls,
                 fallback: #fallback,
+                retry: #retry,
+                bulkhead: #bulkhead,
                 ..resilient_runtime::spec::PolicySpec::EMPTY
             },
         }
+    })
+}
+
+/// `Some(RetrySpec { .. })` with the runtime's defaults for unset fields, when a layer sets
+/// a retry field and the RPC can be retried; `None` otherwise.
+///
+/// An RPC that is not idempotent, or whose request streams, is never retried: its spec
+/// carries no retry policy at all, rather than one the runtime would ignore (and warn
+/// about each time a client is built); the build has already warned, and the report
+/// shows what was asked.
+fn retry_spec(method: &MethodModel) -> io::Result<TokenStream> {
+    let Some(retry) = RetryValues::of(&method.policy).filter(|_| method.no_retry().is_none())
+    else {
+        return Ok(quote!(None));
+    };
+    let path = &method.path;
+    let max_attempts = Literal::u32_unsuffixed(retry.max_attempts);
+    let initial_backoff = duration_tokens(path, "initial_backoff", retry.initial_backoff)?;
+    let max_backoff = duration_tokens(path, "max_backoff", retry.max_backoff)?;
+    if !retry.backoff_multiplier.is_finite() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "invalid policy for {path}: backoff_multiplier = {} is not a finite number",
+                retry.backoff_multiplier
+            ),
+        ));
+    }
+    // Rust prints the shortest decimal that reads back as the same f64: exact.
+    let multiplier = Literal::f64_unsuffixed(retry.backoff_multiplier);
+    let codes = retry.retryable.iter().map(|code| {
+        let variant = format_ident!("{}", code.variant);
+        quote!(tonic::Code::#variant as i32)
+    });
+    let attempt_timeout = match retry.attempt_timeout {
+        Some(t) => {
+            let t = duration_tokens(path, "attempt_timeout", t)?;
+            quote!(Some(#t))
+        }
+        None => quote!(None),
+    };
+    Ok(quote! {
+        Some(resilient_runtime::spec::RetrySpec {
+            max_attempts: #max_attempts,
+            initial_backoff: #initial_backoff,
+            max_backoff: #max_backoff,
+            multiplier: #multiplier,
+            retryable: resilient_runtime::spec::CodeSet::of(&[#(#codes),*]),
+            attempt_timeout: #attempt_timeout,
+        })
+    })
+}
+
+/// `Some(BulkheadSpec { .. })` when a layer sets `max_concurrent`; `None` otherwise.
+fn bulkhead_spec(method: &MethodModel) -> io::Result<TokenStream> {
+    let policy = &method.policy;
+    let Some(max_concurrent) = &policy.max_concurrent else {
+        return Ok(quote!(None));
+    };
+    let max_concurrent = Literal::u32_unsuffixed(max_concurrent.value);
+    let max_wait = duration_tokens(
+        &method.path,
+        "max_wait",
+        policy.max_wait.as_ref().map_or(Duration::ZERO, |w| w.value),
+    )?;
+    let shared = policy.shared_bulkhead.as_ref().is_some_and(|s| s.value);
+    Ok(quote! {
+        Some(resilient_runtime::spec::BulkheadSpec {
+            max_concurrent: #max_concurrent,
+            max_wait: #max_wait,
+            shared: #shared,
+        })
     })
 }
 
@@ -141,6 +217,30 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + std::marker::Send,
     };
 
+    let runtime_check_message = format!(
+        "{client}::with_runtime: the runtime was resolved for {{}}, not {}; resolve it from \
+         `{client}::spec()`",
+        service.path
+    );
+    let runtime_check = quote! {
+        assert!(
+            std::ptr::eq(runtime.spec(), Self::spec()),
+            #runtime_check_message,
+            runtime.spec().path,
+        );
+    };
+    let with_runtime_docs = quote! {
+        /// Uses breakers and policies resolved by the caller (e.g.
+        /// `ServiceRuntime::resolve(Self::spec(), env, Some(&config))`, see
+        /// [`ServiceRuntime::resolve`](resilient_runtime::client::ServiceRuntime::resolve)),
+        /// so no environment variable is read: for tests, and for services that load their
+        /// configuration themselves. Clients built with the same runtime share breakers.
+        ///
+        /// # Panics
+        ///
+        /// If `runtime` was resolved from another spec than [`Self::spec`].
+    };
+
     let constructors = if options.expose_raw_clients {
         quote! {
             impl #client<tonic::transport::Channel> {
@@ -181,6 +281,19 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
                     })
+                }
+
+                #with_runtime_docs
+                pub fn with_runtime(
+                    inner: #raw<T>,
+                    runtime: std::sync::Arc<resilient_runtime::client::ServiceRuntime>,
+                ) -> Self {
+                    #runtime_check
+                    Self {
+                        inner,
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime,
+                    }
                 }
             }
         }
@@ -237,6 +350,19 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
                     })
+                }
+
+                #with_runtime_docs
+                pub fn with_runtime(
+                    transport: T,
+                    runtime: std::sync::Arc<resilient_runtime::client::ServiceRuntime>,
+                ) -> Self {
+                    #runtime_check
+                    Self {
+                        inner: #raw::new(transport),
+                        fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                        runtime,
+                    }
                 }
             }
         }

@@ -119,6 +119,24 @@ pub mod media_service_resilient {
                         timeout: true,
                         failure: false,
                     }),
+                    retry: Some(resilient_runtime::spec::RetrySpec {
+                        max_attempts: 4,
+                        initial_backoff: std::time::Duration::from_millis(50),
+                        max_backoff: std::time::Duration::from_millis(1000),
+                        multiplier: 1.5,
+                        retryable: resilient_runtime::spec::CodeSet::of(
+                            &[
+                                tonic::Code::ResourceExhausted as i32,
+                                tonic::Code::Unavailable as i32,
+                            ],
+                        ),
+                        attempt_timeout: Some(std::time::Duration::from_millis(600)),
+                    }),
+                    bulkhead: Some(resilient_runtime::spec::BulkheadSpec {
+                        max_concurrent: 16,
+                        max_wait: std::time::Duration::from_millis(0),
+                        shared: false,
+                    }),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -137,6 +155,21 @@ pub mod media_service_resilient {
                         timeout: true,
                         failure: true,
                     }),
+                    retry: Some(resilient_runtime::spec::RetrySpec {
+                        max_attempts: 3,
+                        initial_backoff: std::time::Duration::from_millis(20),
+                        max_backoff: std::time::Duration::from_millis(500),
+                        multiplier: 2.0,
+                        retryable: resilient_runtime::spec::CodeSet::of(
+                            &[tonic::Code::Unavailable as i32],
+                        ),
+                        attempt_timeout: None,
+                    }),
+                    bulkhead: Some(resilient_runtime::spec::BulkheadSpec {
+                        max_concurrent: 16,
+                        max_wait: std::time::Duration::from_millis(0),
+                        shared: false,
+                    }),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -151,6 +184,12 @@ pub mod media_service_resilient {
                     timeout: Some(std::time::Duration::from_millis(30000)),
                     half_open_max_calls: Some(2),
                     fallback: None,
+                    retry: None,
+                    bulkhead: Some(resilient_runtime::spec::BulkheadSpec {
+                        max_concurrent: 16,
+                        max_wait: std::time::Duration::from_millis(100),
+                        shared: true,
+                    }),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -169,6 +208,12 @@ pub mod media_service_resilient {
                         timeout: false,
                         failure: false,
                     }),
+                    retry: None,
+                    bulkhead: Some(resilient_runtime::spec::BulkheadSpec {
+                        max_concurrent: 4,
+                        max_wait: std::time::Duration::from_millis(250),
+                        shared: false,
+                    }),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -183,6 +228,12 @@ pub mod media_service_resilient {
                     timeout: Some(std::time::Duration::from_millis(1500)),
                     half_open_max_calls: Some(2),
                     fallback: None,
+                    retry: None,
+                    bulkhead: Some(resilient_runtime::spec::BulkheadSpec {
+                        max_concurrent: 16,
+                        max_wait: std::time::Duration::from_millis(0),
+                        shared: false,
+                    }),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -264,6 +315,30 @@ pub mod media_service_resilient {
                 fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                 runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
             })
+        }
+        /// Uses breakers and policies resolved by the caller (e.g.
+        /// `ServiceRuntime::resolve(Self::spec(), env, Some(&config))`, see
+        /// [`ServiceRuntime::resolve`](resilient_runtime::client::ServiceRuntime::resolve)),
+        /// so no environment variable is read: for tests, and for services that load their
+        /// configuration themselves. Clients built with the same runtime share breakers.
+        ///
+        /// # Panics
+        ///
+        /// If `runtime` was resolved from another spec than [`Self::spec`].
+        pub fn with_runtime(
+            transport: T,
+            runtime: std::sync::Arc<resilient_runtime::client::ServiceRuntime>,
+        ) -> Self {
+            assert!(
+                std::ptr::eq(runtime.spec(), Self::spec()),
+                "MediaServiceResilientClient::with_runtime: the runtime was resolved for {}, not .golden.media.v1.MediaService; resolve it from `MediaServiceResilientClient::spec()`",
+                runtime.spec().path,
+            );
+            Self {
+                inner: super::media_service_client::MediaServiceClient::new(transport),
+                fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
+                runtime,
+            }
         }
     }
     impl<T, F> MediaServiceResilientClient<T, F> {

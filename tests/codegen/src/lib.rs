@@ -24,6 +24,13 @@ pub mod test {
             tonic::include_proto!("test.b.v1");
         }
     }
+    /// `test.flaky.v1`: scripted faults, for retries and bulkheads.
+    pub mod flaky {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("test.flaky.v1");
+        }
+    }
     /// `test.hops.v1`: a chain of services, for deadline propagation.
     pub mod hops {
         /// Version 1.

@@ -1,0 +1,358 @@
+//! Retries, the retry budget, pushback and bulkheads, against a real tonic server on
+//! 127.0.0.1 that counts the attempts it receives.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codegen_tests::test::flaky::v1::flaky_service_client::FlakyServiceClient;
+use codegen_tests::test::flaky::v1::flaky_service_resilient::FlakyServiceResilientClient;
+use codegen_tests::test::flaky::v1::flaky_service_server::{FlakyService, FlakyServiceServer};
+use codegen_tests::test::flaky::v1::{FlakyReply, FlakyRequest};
+use resilient_runtime::bulkhead::is_bulkhead_rejection;
+use resilient_runtime::client::ServiceRuntime;
+use resilient_runtime::config::RuntimeConfig;
+use resilient_runtime::{Environment, is_circuit_open};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+#[derive(Default)]
+struct Flaky {
+    by_key: Mutex<HashMap<String, u32>>,
+    total: AtomicU32,
+}
+
+impl Flaky {
+    async fn answer(&self, req: FlakyRequest) -> Result<Response<FlakyReply>, Status> {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let hits = {
+            let mut by_key = self.by_key.lock().unwrap();
+            let n = by_key.entry(req.key.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if req.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
+        }
+        if req.always_fail || hits <= req.fail_times {
+            let code = if req.code == 0 {
+                Code::Unavailable
+            } else {
+                Code::from_i32(req.code)
+            };
+            let mut status = Status::new(code, format!("failing call {hits}"));
+            if req.send_pushback {
+                status.metadata_mut().insert(
+                    "grpc-retry-pushback-ms",
+                    MetadataValue::try_from(req.pushback_ms.to_string()).unwrap(),
+                );
+            }
+            return Err(status);
+        }
+        Ok(Response::new(FlakyReply { hits }))
+    }
+}
+
+/// The server's handle on the shared state.
+struct Svc(Arc<Flaky>);
+
+#[tonic::async_trait]
+impl FlakyService for Svc {
+    async fn lookup(&self, r: Request<FlakyRequest>) -> Result<Response<FlakyReply>, Status> {
+        self.0.answer(r.into_inner()).await
+    }
+    async fn create(&self, r: Request<FlakyRequest>) -> Result<Response<FlakyReply>, Status> {
+        self.0.answer(r.into_inner()).await
+    }
+}
+
+async fn server() -> (Arc<Flaky>, Channel) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flaky = Arc::new(Flaky::default());
+    let svc = flaky.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(FlakyServiceServer::new(Svc(svc)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (flaky, channel)
+}
+
+/// A client whose policies come from `config` (TOML keyed by proto path).
+fn client(channel: Channel, config: &str) -> FlakyServiceResilientClient {
+    let config = RuntimeConfig::from_toml_str("test.toml", config).unwrap();
+    let spec = FlakyServiceResilientClient::<Channel>::spec();
+    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+    FlakyServiceResilientClient::with_runtime(FlakyServiceClient::new(channel), runtime)
+}
+
+fn req(key: &str, f: impl FnOnce(&mut FlakyRequest)) -> FlakyRequest {
+    let mut r = FlakyRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    f(&mut r);
+    r
+}
+
+const RETRY_FAST: &str = r#"
+[".test.flaky.v1.FlakyService"]
+failure_threshold = 1000
+max_attempts = 3
+initial_backoff_ms = 1
+max_backoff_ms = 5
+"#;
+
+#[tokio::test]
+async fn an_idempotent_rpc_is_retried_until_it_succeeds() {
+    let (flaky, channel) = server().await;
+    let c = client(channel, RETRY_FAST);
+    let reply = c
+        .lookup(req("a", |r| r.fail_times = 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.hits, 3,
+        "two failed attempts, then the third succeeded"
+    );
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 3);
+    assert_eq!(c.runtime().method(0).retry().unwrap().max_attempts, 3);
+
+    // at most max_attempts
+    let err = c
+        .lookup(req("b", |r| r.always_fail = true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn a_non_idempotent_rpc_is_never_retried_whatever_the_config_says() {
+    let (flaky, channel) = server().await;
+    let c = client(channel, RETRY_FAST);
+    assert!(c.runtime().method(1).retry().is_none());
+    let err = c.create(req("w", |r| r.fail_times = 2)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn only_retryable_codes_are_retried() {
+    let (flaky, channel) = server().await;
+    let c = client(channel, RETRY_FAST);
+    let err = c
+        .lookup(req("nf", |r| {
+            r.fail_times = 1;
+            r.code = Code::NotFound as i32;
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(
+        flaky.total.load(Ordering::SeqCst),
+        1,
+        "NOT_FOUND is not retryable"
+    );
+
+    let (flaky2, channel2) = server().await;
+    let c2 = client(
+        channel2,
+        &format!("{RETRY_FAST}retryable_codes = [\"NOT_FOUND\"]\n"),
+    );
+    let reply = c2
+        .lookup(req("nf2", |r| {
+            r.fail_times = 1;
+            r.code = Code::NotFound as i32;
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.hits, 2, "retried once configured retryable");
+    assert_eq!(flaky2.total.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn pushback_sets_the_wait_and_a_negative_one_stops_retrying() {
+    let (flaky, channel) = server().await;
+    let c = client(channel, RETRY_FAST);
+    let started = Instant::now();
+    let reply = c
+        .lookup(req("p", |r| {
+            r.fail_times = 1;
+            r.send_pushback = true;
+            r.pushback_ms = 150;
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    assert_eq!(reply.hits, 2);
+    assert!(
+        took >= Duration::from_millis(150),
+        "waited the pushback: {took:?}"
+    );
+    assert!(took < Duration::from_millis(1_000), "{took:?}");
+
+    let before = flaky.total.load(Ordering::SeqCst);
+    let err = c
+        .lookup(req("neg", |r| {
+            r.fail_times = 1;
+            r.send_pushback = true;
+            r.pushback_ms = -1;
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        flaky.total.load(Ordering::SeqCst) - before,
+        1,
+        "no retry after negative pushback"
+    );
+}
+
+#[tokio::test]
+async fn an_open_circuit_is_never_retried() {
+    let (flaky, channel) = server().await;
+    let c = client(
+        channel,
+        r#"
+[".test.flaky.v1.FlakyService"]
+failure_threshold = 2
+max_attempts = 5
+initial_backoff_ms = 1
+max_backoff_ms = 2
+"#,
+    );
+    let err = c
+        .lookup(req("o", |r| r.always_fail = true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        flaky.total.load(Ordering::SeqCst),
+        2,
+        "the circuit opened after 2 attempts"
+    );
+    assert!(is_circuit_open(&err), "{err:?}");
+    let err = c
+        .lookup(req("o", |r| r.always_fail = true))
+        .await
+        .unwrap_err();
+    assert!(is_circuit_open(&err));
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_budget_bounds_the_extra_load_of_retries_during_an_outage() {
+    const CALLS: u32 = 400;
+    let config_off = r#"
+[".test.flaky.v1.FlakyService"]
+failure_threshold = 100000
+max_attempts = 1
+"#;
+    let config_on = r#"
+[".test.flaky.v1.FlakyService"]
+failure_threshold = 100000
+max_attempts = 3
+initial_backoff_ms = 1
+max_backoff_ms = 1
+retry_budget_percent = 0.2
+retry_budget_min_per_second = 1
+"#;
+    let mut load = Vec::new();
+    for config in [config_off, config_on] {
+        let (flaky, channel) = server().await;
+        let c = client(channel, config);
+        for i in 0..CALLS {
+            let _ = c
+                .lookup(req(&i.to_string(), |r| r.always_fail = true))
+                .await;
+        }
+        load.push(flaky.total.load(Ordering::SeqCst));
+    }
+    let ratio = f64::from(load[1]) / f64::from(load[0]);
+    println!(
+        "dependency load during an outage: {} calls without retries, {} with (ratio {ratio:.3})",
+        load[0], load[1]
+    );
+    assert_eq!(load[0], CALLS);
+    assert!(load[1] > CALLS, "some retries were allowed");
+    assert!(ratio <= 1.25, "retries added {ratio:.3}x the load");
+}
+
+#[tokio::test]
+async fn a_bulkhead_rejects_a_burst_over_its_limit_at_once() {
+    let (flaky, channel) = server().await;
+    let c = client(
+        channel,
+        r#"
+[".test.flaky.v1.FlakyService.Lookup"]
+max_concurrent = 4
+"#,
+    );
+    let started = Instant::now();
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = c.lookup(req(&format!("b{i}"), |r| r.delay_ms = 300)).await;
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut rejected = 0;
+    for call in calls {
+        let (result, took) = call.await.unwrap();
+        match result {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert!(is_bulkhead_rejection(&status), "{status:?}");
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert!(
+                    status.message().contains("flaky-service/Lookup"),
+                    "{status:?}"
+                );
+                assert!(
+                    took < Duration::from_millis(100),
+                    "rejected at once: {took:?}"
+                );
+                rejected += 1;
+            }
+        }
+    }
+    assert_eq!((ok, rejected), (4, 16));
+    assert_eq!(
+        flaky.total.load(Ordering::SeqCst),
+        4,
+        "rejected calls never left"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // the breaker saw none of the rejections
+    assert_eq!(c.breaker("Lookup").unwrap().consecutive_failures(), 0);
+}
+
+#[test]
+fn a_build_time_retry_policy_reaches_only_idempotent_rpcs() {
+    let spec = FlakyServiceResilientClient::<Channel>::spec();
+    let lookup = spec.method("Lookup").unwrap();
+    assert!(lookup.idempotent);
+    let retry = lookup.policy.retry.expect("Lookup is retried");
+    assert_eq!(retry.max_attempts, 2);
+    assert_eq!(retry.initial_backoff, Duration::from_millis(1));
+    let create = spec.method("Create").unwrap();
+    assert!(!create.idempotent);
+    assert!(create.policy.retry.is_none(), "Create is never retried");
+}
