@@ -90,6 +90,9 @@ pub enum ConnectError {
     Transport(tonic::transport::Error),
     /// The runtime config is invalid.
     Config(ConfigError),
+    /// No target is configured, or it is malformed (`from_config`).
+    #[cfg(feature = "discovery")]
+    Discovery(crate::discover::DiscoveryError),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -97,6 +100,8 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Transport(e) => write!(f, "cannot connect: {e}"),
             ConnectError::Config(e) => e.fmt(f),
+            #[cfg(feature = "discovery")]
+            ConnectError::Discovery(e) => e.fmt(f),
         }
     }
 }
@@ -106,6 +111,8 @@ impl std::error::Error for ConnectError {
         match self {
             ConnectError::Transport(e) => Some(e),
             ConnectError::Config(e) => Some(e),
+            #[cfg(feature = "discovery")]
+            ConnectError::Discovery(e) => Some(e),
         }
     }
 }

@@ -241,6 +241,38 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         /// If `runtime` was resolved from another spec than [`Self::spec`].
     };
 
+    let env_var = format!(
+        "{}_URL",
+        heck::ToShoutySnakeCase::to_shouty_snake_case(service.proto_name.as_str())
+    );
+    let from_config_docs = format!(
+        " Builds the client from configuration, with no address in code: the target in \
+         `{env_var}`, else `target` in the `[\"{path}\"]` table of the file named by \
+         `RESILIENT_CONFIG`, else an error naming both. Targets are discovery strings \
+         (`dns:///auth-service.nova.svc.cluster.local:8083`, `consul:///auth-service`, \
+         `etcd:///nova/services/auth-service`, `static:///10.0.0.1:8083,10.0.0.2:8083`); \
+         switching from one registry to another is a change of that string.",
+        path = service.path,
+    );
+    let from_config_inner = if options.expose_raw_clients {
+        quote! { #raw::new(pool) }
+    } else {
+        quote! { pool }
+    };
+    let from_config = quote! {
+        impl #client<resilient_runtime::Pool> {
+            #[doc = #from_config_docs]
+            ///
+            /// Call it inside a tokio runtime: the pool resolves in the background.
+            pub fn from_config() -> Result<Self, resilient_runtime::client::ConnectError> {
+                let pool = resilient_runtime::Pool::for_service(&SERVICE)
+                    .map_err(resilient_runtime::client::ConnectError::Discovery)?;
+                Self::try_new(#from_config_inner)
+                    .map_err(resilient_runtime::client::ConnectError::Config)
+            }
+        }
+    };
+
     let constructors = if options.expose_raw_clients {
         quote! {
             impl #client<tonic::transport::Channel> {
@@ -413,6 +445,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         }
 
         #constructors
+        #from_config
 
         impl<T, F> #client<T, F> {
             #with_fallback_docs

@@ -341,6 +341,16 @@ pub mod media_service_resilient {
             }
         }
     }
+    impl MediaServiceResilientClient<resilient_runtime::Pool> {
+        /// Builds the client from configuration, with no address in code: the target in `MEDIA_SERVICE_URL`, else `target` in the `[".golden.media.v1.MediaService"]` table of the file named by `RESILIENT_CONFIG`, else an error naming both. Targets are discovery strings (`dns:///auth-service.nova.svc.cluster.local:8083`, `consul:///auth-service`, `etcd:///nova/services/auth-service`, `static:///10.0.0.1:8083,10.0.0.2:8083`); switching from one registry to another is a change of that string.
+        ///
+        /// Call it inside a tokio runtime: the pool resolves in the background.
+        pub fn from_config() -> Result<Self, resilient_runtime::client::ConnectError> {
+            let pool = resilient_runtime::Pool::for_service(&SERVICE)
+                .map_err(resilient_runtime::client::ConnectError::Discovery)?;
+            Self::try_new(pool).map_err(resilient_runtime::client::ConnectError::Config)
+        }
+    }
     impl<T, F> MediaServiceResilientClient<T, F> {
         /// The same client with `fallback` answering for failed calls (see [`MediaServiceFallback`]). Breakers stay shared with the clones of `self`.
         pub fn with_fallback<G: MediaServiceFallback>(
