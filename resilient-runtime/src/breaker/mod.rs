@@ -381,6 +381,24 @@ impl CircuitBreaker {
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, BreakerOpen> {
         let inner = &*self.inner;
+        if let Some(ticket) = inner.core.admit_closed() {
+            return Ok(Permit {
+                inner,
+                ticket,
+                started: if inner.timed {
+                    Some(Instant::now())
+                } else {
+                    None
+                },
+                done: false,
+            });
+        }
+        self.try_acquire_slow()
+    }
+
+    #[inline(never)]
+    fn try_acquire_slow(&self) -> Result<Permit<'_>, BreakerOpen> {
+        let inner = &*self.inner;
         let (admission, transition) = inner.core.admit(&|| inner.clock.now_nanos());
         if let Some(t) = transition {
             inner.emit_transition(&t);
@@ -542,6 +560,11 @@ impl Inner {
         }
     }
 
+    #[inline(never)]
+    fn finish_cold(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
+        self.finish(ticket, outcome, started, false);
+    }
+
     fn abandon(&self, ticket: Ticket) {
         if ticket.kind == TicketKind::Probe {
             self.core.release(ticket.generation);
@@ -577,7 +600,18 @@ impl Permit<'_> {
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        self.inner.finish(self.ticket, outcome, self.started, false);
+        let inner = self.inner;
+        // The common case, kept small enough to inline: a closed-state success with no
+        // observer to tell and no duration to measure only clears a failure streak.
+        if outcome == Outcome::Success
+            && self.ticket.kind == TicketKind::Closed
+            && self.started.is_none()
+            && inner.observers.is_empty()
+            && inner.core.record_closed_success(self.ticket.generation)
+        {
+            return;
+        }
+        inner.finish_cold(self.ticket, outcome, self.started);
     }
 
     /// Records a success.

@@ -360,6 +360,17 @@ impl Core {
         self.open_until.load(Ordering::Acquire)
     }
 
+    /// The ticket of a call admitted by a closed circuit in normal mode, or `None` when
+    /// the decision needs [`Core::admit`].
+    #[inline]
+    pub(crate) fn admit_closed(&self) -> Option<Ticket> {
+        let w = self.word.load(Ordering::Acquire);
+        (w & FAST_MASK == 0).then_some(Ticket {
+            generation: generation(w),
+            kind: TicketKind::Closed,
+        })
+    }
+
     /// Decides on one call. `now` is read only when the decision needs the time.
     #[inline]
     pub(crate) fn admit(&self, now: &impl Fn() -> u64) -> (Admission, Option<Transition>) {
@@ -537,6 +548,26 @@ impl Core {
             TicketKind::Probe => self.record_probe(ticket.generation, outcome, now),
             TicketKind::Shadow | TicketKind::Untracked => None,
         }
+    }
+
+    /// A success in the closed state: clears the failure streak, which most of the time
+    /// is already clear (one shared read, no write). Returns false, doing nothing, when
+    /// the breaker has a window: the success must then go through [`Core::record`].
+    #[inline]
+    pub(crate) fn record_closed_success(&self, generation_of_call: u64) -> bool {
+        if self.window.is_some() {
+            return false;
+        }
+        let v = self.failures.load(Ordering::Relaxed);
+        if v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
+            let _ = self.failures.compare_exchange(
+                v,
+                tag(generation_of_call),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+        true
     }
 
     #[inline]
