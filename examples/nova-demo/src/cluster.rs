@@ -5,7 +5,7 @@
 //! every connection at once, as a crashed pod would.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,6 +189,40 @@ impl Drop for Replica {
     }
 }
 
+/// The worst delay with which some runtimes ran timers that were due.
+///
+/// A timeout can end a call no sooner than its runtime gets to run the timer: on a busy
+/// machine that is later than the deadline, whatever the timeout does. A task that sleeps
+/// in a loop and records how late it wakes measures that delay, so that a call's overshoot
+/// can be told apart from the machine's.
+#[derive(Debug, Clone, Default)]
+pub struct TimerLateness {
+    worst_nanos: Arc<AtomicU64>,
+}
+
+impl TimerLateness {
+    /// How often the watcher wakes.
+    const EVERY: Duration = Duration::from_millis(10);
+
+    /// Watches the current runtime until it shuts down (or the task is aborted).
+    pub fn watch(&self) -> tokio::task::JoinHandle<()> {
+        let worst = self.worst_nanos.clone();
+        tokio::spawn(async move {
+            loop {
+                let due = tokio::time::Instant::now() + Self::EVERY;
+                tokio::time::sleep_until(due).await;
+                let late = u64::try_from(due.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                worst.fetch_max(late, Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// The worst delay seen so far.
+    pub fn worst(&self) -> Duration {
+        Duration::from_nanos(self.worst_nanos.load(Ordering::Relaxed))
+    }
+}
+
 /// Distinct loopback networks for clusters running side by side in one process.
 static NEXT_NET: AtomicU8 = AtomicU8::new(1);
 
@@ -201,6 +235,8 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     /// The port every replica of a service listens on (as a container port).
     pub ports: [u16; 4],
+    /// How late the replicas' runtimes (every one started so far) ran their timers.
+    pub timer_lateness: TimerLateness,
     net: u8,
     options: ClusterOptions,
 }
@@ -224,6 +260,7 @@ impl Cluster {
             dns,
             replicas: Vec::new(),
             ports,
+            timer_lateness: TimerLateness::default(),
             net,
             options,
         };
@@ -363,7 +400,9 @@ impl Cluster {
         let switch = faults.clone();
         let clients = Arc::new(Mutex::new(Clients::default()));
         let recorded = clients.clone();
+        let lateness = self.timer_lateness.clone();
         runtime.spawn(async move {
+            lateness.watch();
             let router = match router(service, mode, targets, config, switch, recorded).await {
                 Ok(router) => router,
                 Err(e) => {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use nova_demo::cluster::{ClientMode, Cluster, ClusterOptions, Service};
+use nova_demo::cluster::{ClientMode, Cluster, ClusterOptions, Service, TimerLateness};
 use nova_demo::load::{Kind, Load, LoadOptions, PhaseStats, Stats};
 use nova_demo::proto::auth::auth_service_resilient::AuthServiceResilientClient;
 use nova_demo::proto::content::content_service_resilient::ContentServiceResilientClient;
@@ -41,14 +41,16 @@ max_backoff_ms = 20
 "#;
 
 /// Requests per second of every test's load.
-pub(crate) const RATE: u32 = 80;
+pub(crate) const RATE: u32 = 60;
 
 /// The edge's own deadline. Shorter than the 10 s default of content-service's RPCs, so
 /// that the services' calls to content- and media-service inherit it.
 pub(crate) const EDGE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How far past its deadline a call may end: timers, and the scheduling of a burst of
-/// timeouts on a replica's single thread.
+/// How far past its deadline a call may end, beyond the delay with which its runtime ran
+/// timers at all (`TimerLateness`): on an idle machine that delay is a millisecond or
+/// two; on two cores shared with compilers it can reach a tenth of a second, and no
+/// timeout can fire before its runtime gets a core.
 pub(crate) const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 /// What a caller may wait for an open circuit's answer (the fallback's or the error).
@@ -70,9 +72,11 @@ pub(crate) struct CallRecord {
     pub(crate) timeouts: u64,
     /// The longest, from the breaker's admission to its outcome.
     pub(crate) worst: Duration,
-    /// Transitions to open, half-open and closed.
+    /// Transitions to open.
     pub(crate) opened: u32,
+    /// Transitions to half-open.
     pub(crate) half_opened: u32,
+    /// Transitions to closed.
     pub(crate) closed: u32,
 }
 
@@ -164,8 +168,19 @@ pub(crate) fn deadlines(config: &RuntimeConfig) -> BTreeMap<(String, String), Du
     out
 }
 
-/// How long a breaker of (`service`, `rpc`) stays open, and how many successes close it.
-pub(crate) fn open_policy(config: &RuntimeConfig, dependency: Service) -> (Duration, u32) {
+/// The effective policy of one RPC, as the replicas resolve it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// How long its circuit stays open.
+    pub(crate) open_for: Duration,
+    /// Probes that must succeed to close it.
+    pub(crate) success_threshold: u32,
+    /// Its own deadline.
+    pub(crate) deadline: Duration,
+}
+
+/// The policy of `rpc` of `dependency` under `config`.
+pub(crate) fn policy(config: &RuntimeConfig, dependency: Service, rpc: &str) -> Policy {
     let spec = match dependency {
         Service::Auth => AuthServiceResilientClient::<Pool>::spec(),
         Service::Content => ContentServiceResilientClient::<Pool>::spec(),
@@ -174,8 +189,17 @@ pub(crate) fn open_policy(config: &RuntimeConfig, dependency: Service) -> (Durat
     };
     let env = Environment::from_env().unwrap_or(Environment::Production);
     let runtime = ServiceRuntime::resolve(spec, env, Some(config)).expect("the chaos config");
-    let c = runtime.methods()[0].breaker().config();
-    (c.timeout, c.success_threshold)
+    let method = runtime
+        .methods()
+        .iter()
+        .find(|m| m.spec().name == rpc)
+        .unwrap_or_else(|| panic!("{} has no RPC {rpc}", spec.path));
+    let c = method.breaker().config();
+    Policy {
+        open_for: c.timeout,
+        success_threshold: c.success_threshold,
+        deadline: method.timeout(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -202,6 +226,9 @@ pub(crate) struct Run {
     pub(crate) config: Arc<RuntimeConfig>,
     pub(crate) started: Instant,
     mode: ClientMode,
+    /// How late the test's own runtime (the load, the test's clients) ran its timers.
+    lateness: TimerLateness,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 /// The chaos config, parsed.
@@ -235,6 +262,7 @@ impl Run {
             .await;
             assert!(built.is_some(), "{name}: the replicas built their clients");
         }
+        let lateness = TimerLateness::default();
         let load = Load::start(
             &cluster.target(Service::User),
             &cluster.target(Service::Content),
@@ -253,6 +281,8 @@ impl Run {
             config,
             started: Instant::now(),
             mode,
+            watcher: lateness.watch(),
+            lateness,
         }
     }
 
@@ -273,7 +303,10 @@ impl Run {
             config,
             started,
             mode,
+            lateness,
+            watcher,
         } = self;
+        watcher.abort();
         let stats = load.stop(drain).await;
         // a request missing from the stats would be missing from every quantile
         assert_eq!(
@@ -293,7 +326,8 @@ impl Run {
                 calls,
             };
         }
-        check_deadlines(name, &config, &calls);
+        let late = lateness.worst().max(cluster.timer_lateness.worst());
+        check_deadlines(name, &config, &calls, late);
         // a breaker left half-open, or open, after the fault cleared would stay so
         for dependency in [Service::Auth, Service::Content, Service::Media] {
             for b in cluster.breakers(dependency) {
@@ -357,8 +391,10 @@ fn check_deadlines(
     name: &str,
     config: &RuntimeConfig,
     calls: &BTreeMap<(String, String), CallRecord>,
+    timer_lateness: Duration,
 ) {
     let deadlines = deadlines(config);
+    let slack = DEADLINE_SLACK + timer_lateness;
     println!(
         "  calls timed by the observer         calls timeouts    worst ms deadline ms  opened/half-open/closed"
     );
@@ -378,14 +414,18 @@ fn check_deadlines(
         );
         if let Some(deadline) = deadline {
             assert!(
-                r.worst <= *deadline + DEADLINE_SLACK,
-                "{name}: a {service}/{rpc} call took {:?}, past its {:?} deadline by more than {:?}",
+                r.worst <= *deadline + slack,
+                "{name}: a {service}/{rpc} call took {:?}, past its {deadline:?} deadline by \
+                 more than {DEADLINE_SLACK:?} + the runtimes' timer lateness {timer_lateness:?}",
                 r.worst,
-                deadline,
-                DEADLINE_SLACK
             );
         }
     }
+    println!(
+        "  no call ran past its deadline by more than {} ms + {:.1} ms (the worst delay of a due timer in any runtime)",
+        DEADLINE_SLACK.as_millis(),
+        timer_lateness.as_secs_f64() * 1000.0
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -413,18 +453,19 @@ pub(crate) fn all_in(breakers: &[CircuitBreaker], state: CircuitBreakerState) ->
     !breakers.is_empty() && breakers.iter().all(|b| b.state() == state)
 }
 
-/// How long after a fault clears a breaker may take to close: a probe admitted just
-/// before may still fail at its `deadline` and open the circuit for `open_for` again;
-/// then `success_threshold` probes must arrive, one at a time, at `per_breaker_rate`
-/// calls a second (counted twice, for an uneven balance), and the test polls.
-pub(crate) fn recovery_bound(
-    open_for: Duration,
-    deadline: Duration,
-    success_threshold: u32,
-    per_breaker_rate: f64,
-) -> Duration {
-    let probes = Duration::from_secs_f64(2.0 * f64::from(success_threshold) / per_breaker_rate);
-    open_for + deadline + probes + Duration::from_millis(500)
+/// How long after a fault clears a breaker may take to close: open time + probe time.
+///
+/// An open circuit lets a probe through within `open_for`. A probe already on its way
+/// when the fault cleared may still fail, at its deadline at the latest, and open the
+/// circuit again; then `success_threshold` probes must arrive, one at a time, at
+/// `per_breaker_rate` calls a second (counted twice, for an uneven balance); and the test
+/// polls and schedules (half a second).
+pub(crate) fn recovery_bound(policy: Policy, per_breaker_rate: f64) -> Duration {
+    let arrivals = 2.0 * f64::from(policy.success_threshold) / per_breaker_rate;
+    policy.open_for
+        + policy.deadline
+        + Duration::from_secs_f64(arrivals)
+        + Duration::from_millis(500)
 }
 
 /// One answer timed.
@@ -487,13 +528,15 @@ where
     .expect("the timed calls ran")
 }
 
-/// Checks and prints the latencies of answers from an open circuit: every call the OS
-/// let run took less than [`OPEN_ANSWER_LIMIT`] (and it let at least nine in ten run).
+/// Checks and prints the latencies of answers from an open circuit: every call took less
+/// than [`OPEN_ANSWER_LIMIT`], except calls during which the OS gave the thread's core to
+/// another thread, and those are few (at most one in ten).
 pub(crate) fn check_open_answers(name: &str, what: &str, timed: &[Timed]) {
     let mut sorted: Vec<Duration> = timed.iter().map(|t| t.latency).collect();
     sorted.sort_unstable();
     let q = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    let preempted: Vec<&Timed> = timed.iter().filter(|t| t.preempted).collect();
+    let slow = |t: &&Timed| t.latency >= OPEN_ANSWER_LIMIT;
+    let excused = timed.iter().filter(slow).filter(|t| t.preempted).count();
     let worst_run = timed
         .iter()
         .filter(|t| !t.preempted)
@@ -501,24 +544,26 @@ pub(crate) fn check_open_answers(name: &str, what: &str, timed: &[Timed]) {
         .max()
         .unwrap_or_default();
     println!(
-        "  open circuit, {what}: {} calls, p50 {:.1} µs, p99 {:.1} µs, worst {:.1} µs \
-         ({} preempted by the OS; worst of the others {:.1} µs)",
+        "  open circuit, {what}: {} calls, p50 {:.1} µs, p99 {:.1} µs, worst {:.1} µs; \
+         {excused} over {} ms, each preempted by the OS; worst of the calls not preempted {:.1} µs",
         sorted.len(),
         q(0.5).as_secs_f64() * 1e6,
         q(0.99).as_secs_f64() * 1e6,
         q(1.0).as_secs_f64() * 1e6,
-        preempted.len(),
+        OPEN_ANSWER_LIMIT.as_millis(),
         worst_run.as_secs_f64() * 1e6,
     );
-    assert!(
-        worst_run < OPEN_ANSWER_LIMIT,
-        "{name}: with the circuit open, {what} took {worst_run:?} (limit {OPEN_ANSWER_LIMIT:?})"
-    );
+    if let Some(t) = timed.iter().filter(slow).find(|t| !t.preempted) {
+        panic!(
+            "{name}: with the circuit open, {what} took {:?} (limit {OPEN_ANSWER_LIMIT:?})",
+            t.latency
+        );
+    }
     // a check of the open path, not of the scheduler: most calls must have run through
     assert!(
-        preempted.len() * 10 <= timed.len(),
-        "{name}: the OS interrupted {} of {} calls: too busy a machine to time them",
-        preempted.len(),
+        excused * 10 <= timed.len(),
+        "{name}: the OS interrupted {excused} of {} calls past {OPEN_ANSWER_LIMIT:?}: too \
+         busy a machine to time them",
         timed.len()
     );
 }
