@@ -15,8 +15,9 @@
 //!    process CPU time per call (client and server, steadier than throughput when other
 //!    processes compete for the cores) and the ratios to raw tonic. `E2E_PROFILE=1` adds
 //!    the pieces of the resilient executor, put one by one on the raw client, to see where
-//!    its overhead goes; `E2E_ONLY=<text>` keeps the contenders whose name contains it
-//!    (for a profiler).
+//!    its overhead goes. For a profiler, `E2E_ONLY=<text>` keeps the contenders whose name
+//!    contains the text, and `E2E_CONFIG=<text>` the configurations whose criterion group
+//!    name (`unary/1_in_flight`, ...) contains it.
 //!
 //! The time to fail over when a replica dies belongs to the discovery pool and is not
 //! measured here.
@@ -379,10 +380,14 @@ async fn run_calls(contender: &Contender, rpc: Rpc, in_flight: usize, iters: u64
     started.elapsed()
 }
 
+fn group_name(rpc: Rpc, in_flight: usize) -> String {
+    format!("{}/{in_flight}_in_flight", rpc.short())
+}
+
 fn criterion_pass(c: &mut Criterion, rt: &Runtime, contenders: &Contenders) {
     for rpc in [Rpc::Unary, Rpc::ServerStreaming] {
         for in_flight in IN_FLIGHT {
-            let mut group = c.benchmark_group(format!("{}/{in_flight}_in_flight", rpc.short()));
+            let mut group = c.benchmark_group(group_name(rpc, in_flight));
             group.throughput(Throughput::Elements(1));
             // the profiling pieces belong to the latency pass only
             for contender in contenders.of(rpc).iter().take(3) {
@@ -502,9 +507,16 @@ fn process_cpu() -> Duration {
 /// Rounds per configuration; each runs every contender for `secs / ROUNDS`.
 const ROUNDS: u32 = 10;
 
-/// Runs the latency pass on the contenders whose name contains `only` (all when empty);
-/// ratios are to the first of them.
-fn latency_pass(rt: &Runtime, contenders: &Contenders, secs: f64, only: &str) {
+/// Which contenders and configurations the latency pass runs.
+struct Filter {
+    /// Contenders whose name contains this.
+    contender: String,
+    /// Configurations whose group name contains this.
+    config: String,
+}
+
+/// Runs the latency pass on what `filter` keeps; ratios are to the first contender kept.
+fn latency_pass(rt: &Runtime, contenders: &Contenders, secs: f64, filter: &Filter) {
     let slice = Duration::from_secs_f64(secs / f64::from(ROUNDS));
     let warm_up = slice.min(Duration::from_millis(300));
     println!();
@@ -518,9 +530,9 @@ fn latency_pass(rt: &Runtime, contenders: &Contenders, secs: f64, only: &str) {
             let list: Vec<&Contender> = contenders
                 .of(rpc)
                 .iter()
-                .filter(|c| c.name().contains(only))
+                .filter(|c| c.name().contains(&filter.contender))
                 .collect();
-            if list.is_empty() {
+            if list.is_empty() || !group_name(rpc, in_flight).contains(&filter.config) {
                 continue;
             }
             let mut samples: Vec<Sample> = list.iter().map(|_| Sample::default()).collect();
@@ -621,8 +633,11 @@ fn main() {
     c.final_summary();
 
     if secs > 0.0 {
-        let only = std::env::var("E2E_ONLY").unwrap_or_default();
-        latency_pass(&rt, &contenders, secs, &only);
+        let filter = Filter {
+            contender: std::env::var("E2E_ONLY").unwrap_or_default(),
+            config: std::env::var("E2E_CONFIG").unwrap_or_default(),
+        };
+        latency_pass(&rt, &contenders, secs, &filter);
     }
     let errors = ERRORS.load(Ordering::Relaxed);
     if errors > 0 {
