@@ -4,6 +4,12 @@
 //! Every group puts the contenders side by side in one run. Futures that are ready at
 //! once are polled a single time with a no-op waker, so that no executor is measured;
 //! the timeout group runs in a tokio current-thread runtime because a timer needs one.
+//!
+//! Single-thread groups measure this thread's CPU time, not wall time: the machine
+//! these run on is shared, and wall time there also counts the time spent descheduled
+//! while neighbours run. On an idle machine the two agree. The two-thread group must
+//! measure wall time (it is about two threads running at once), so run it on an idle
+//! machine.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +19,7 @@ use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use failsafe::backoff::{Constant, EqualJittered};
 use failsafe::failure_policy::{ConsecutiveFailures, OrElse, SuccessRateOverTimeWindow};
@@ -25,6 +32,62 @@ use tower_resilience::circuitbreaker::CircuitBreakerLayer;
 
 /// Long enough that no open circuit turns half-open during a benchmark.
 const LONG: Duration = Duration::from_secs(3600);
+
+/// Thread CPU time as a criterion measurement (see the module docs for why).
+struct CpuTime;
+
+/// Only for its formatter: CPU time is a duration like wall time.
+static WALL: WallTime = WallTime;
+
+/// This thread's CPU time so far.
+#[cfg(unix)]
+fn thread_cpu_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is a valid
+    // clock on every Unix this runs on.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Elsewhere: wall time since the first call.
+#[cfg(not(unix))]
+fn thread_cpu_now() -> Duration {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed()
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL.formatter()
+    }
+}
 
 /// Polls a future once with a no-op waker; it must be ready.
 #[inline(always)]
@@ -47,10 +110,32 @@ fn sync_ok() -> Result<u64, Infallible> {
     Ok(black_box(1))
 }
 
+/// What a caller does with a closed call's result: looks inside. (`black_box` on the
+/// whole `Result` would force it through memory and add a copy that no caller makes.)
+#[inline(always)]
+fn ok_value<E>(r: Result<u64, E>) -> u64 {
+    match r {
+        Ok(v) => v,
+        Err(_) => panic!("a call through a closed breaker failed"),
+    }
+}
+
 /// A call that fails, to trip the peers' breakers.
 #[inline(always)]
 fn sync_err() -> Result<u64, &'static str> {
     Err("down")
+}
+
+/// Polls a future that pends exactly once: pending, then ready.
+#[inline(always)]
+fn poll_twice<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending(), "did not pend");
+    match fut.poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("pended twice"),
+    }
 }
 
 /// Polls a future with a no-op waker until it is ready. Only for tower-resilience, whose
@@ -181,52 +266,54 @@ fn tower_plain() -> impl Service<(), Response = u64> + Clone + Send {
 
 // ---- 1. closed-state call ---------------------------------------------------------------
 
-fn closed_call(c: &mut Criterion) {
+fn closed_call(c: &mut Criterion<CpuTime>) {
     let mut g = c.benchmark_group("closed_call");
 
     g.bench_function("no breaker (future)", |b| {
-        b.iter(|| black_box(poll_once(ready_ok())))
+        b.iter(|| black_box(ok_value(poll_once(ready_ok()))))
     });
-    g.bench_function("no breaker (closure)", |b| b.iter(|| black_box(sync_ok())));
+    g.bench_function("no breaker (closure)", |b| {
+        b.iter(|| black_box(ok_value(sync_ok())))
+    });
     g.bench_function("no breaker (tower service_fn)", |b| {
         let mut svc = tower_plain();
-        b.iter(|| black_box(tower_call(&mut svc)))
+        b.iter(|| black_box(ok_value(tower_call(&mut svc))))
     });
 
     let cb = ours();
     g.bench_function("resilient call", |b| {
-        b.iter(|| black_box(poll_once(cb.call(ready_ok))))
+        b.iter(|| black_box(ok_value(poll_once(cb.call(ready_ok)))))
     });
 
     let fs = failsafe_default();
     g.bench_function("failsafe default (async)", |b| {
-        b.iter(|| black_box(poll_once(fs.call(ready_ok()))))
+        b.iter(|| black_box(ok_value(poll_once(fs.call(ready_ok())))))
     });
     let fs = failsafe_default();
     g.bench_function("failsafe default (sync)", |b| {
-        b.iter(|| black_box(failsafe::CircuitBreaker::call(&fs, sync_ok)))
+        b.iter(|| black_box(ok_value(failsafe::CircuitBreaker::call(&fs, sync_ok))))
     });
     let fs = failsafe_consecutive();
     g.bench_function("failsafe consecutive (async)", |b| {
-        b.iter(|| black_box(poll_once(fs.call(ready_ok()))))
+        b.iter(|| black_box(ok_value(poll_once(fs.call(ready_ok())))))
     });
     let fs = failsafe_consecutive();
     g.bench_function("failsafe consecutive (sync)", |b| {
-        b.iter(|| black_box(failsafe::CircuitBreaker::call(&fs, sync_ok)))
+        b.iter(|| black_box(ok_value(failsafe::CircuitBreaker::call(&fs, sync_ok))))
     });
 
     let rc = AsyncRecloser::from(recloser_default());
     g.bench_function("recloser (async)", |b| {
-        b.iter(|| black_box(poll_once(rc.call(ready_ok()))))
+        b.iter(|| black_box(ok_value(poll_once(rc.call(ready_ok())))))
     });
     let rc = recloser_default();
     g.bench_function("recloser (sync)", |b| {
-        b.iter(|| black_box(rc.call(sync_ok)))
+        b.iter(|| black_box(ok_value(rc.call(sync_ok))))
     });
 
     g.bench_function("tower-resilience", |b| {
         let mut svc = tower_breaker();
-        b.iter(|| black_box(tower_call(&mut svc)))
+        b.iter(|| black_box(ok_value(tower_call(&mut svc))))
     });
 
     g.finish();
@@ -234,25 +321,25 @@ fn closed_call(c: &mut Criterion) {
 
 // ---- 2. open-state rejection --------------------------------------------------------------
 
-fn open_reject(c: &mut Criterion) {
+fn open_reject(c: &mut Criterion<CpuTime>) {
     let mut g = c.benchmark_group("open_reject");
 
     // What the call costs when nothing rejects it.
     g.bench_function("no breaker (future runs)", |b| {
-        b.iter(|| black_box(poll_once(ready_ok())))
+        b.iter(|| black_box(ok_value(poll_once(ready_ok()))))
     });
 
     let cb = ours();
     cb.force_open();
     g.bench_function("resilient call (force_open)", |b| {
-        b.iter(|| black_box(poll_once(cb.call(ready_ok))))
+        b.iter(|| black_box(poll_once(cb.call(ready_ok)).is_err()))
     });
     g.bench_function("resilient try_acquire (force_open)", |b| {
         b.iter(|| black_box(cb.try_acquire().is_err()))
     });
     let cb = ours_tripped();
     g.bench_function("resilient call (tripped)", |b| {
-        b.iter(|| black_box(poll_once(cb.call(ready_ok))))
+        b.iter(|| black_box(poll_once(cb.call(ready_ok)).is_err()))
     });
     assert!(
         cb.try_acquire().is_err(),
@@ -262,14 +349,14 @@ fn open_reject(c: &mut Criterion) {
     let fs = failsafe_default();
     trip_failsafe(&fs);
     g.bench_function("failsafe default (async)", |b| {
-        b.iter(|| black_box(poll_once(fs.call(ready_ok()))))
+        b.iter(|| black_box(poll_once(fs.call(ready_ok())).is_err()))
     });
     // The default policy opens for only 5-10 s: make sure it was open throughout.
     assert!(!fs.is_call_permitted(), "failsafe default closed mid-run");
     let fs = failsafe_consecutive();
     trip_failsafe(&fs);
     g.bench_function("failsafe consecutive (async)", |b| {
-        b.iter(|| black_box(poll_once(fs.call(ready_ok()))))
+        b.iter(|| black_box(poll_once(fs.call(ready_ok())).is_err()))
     });
     assert!(
         !fs.is_call_permitted(),
@@ -280,7 +367,7 @@ fn open_reject(c: &mut Criterion) {
     trip_recloser(&rc);
     let rc = AsyncRecloser::from(rc);
     g.bench_function("recloser (async)", |b| {
-        b.iter(|| black_box(poll_once(rc.call(ready_ok()))))
+        b.iter(|| black_box(poll_once(rc.call(ready_ok())).is_err()))
     });
     assert!(
         matches!(
@@ -301,7 +388,7 @@ fn open_reject(c: &mut Criterion) {
         "tower-resilience did not open"
     );
     g.bench_function("tower-resilience", |b| {
-        b.iter(|| black_box(tower_call(&mut svc)))
+        b.iter(|| black_box(tower_call(&mut svc).is_err()))
     });
 
     g.finish();
@@ -355,7 +442,7 @@ fn shared_threads(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 run_threads(threads, iters, &|| {
                     || {
-                        black_box(poll_once(ready_ok())).ok();
+                        black_box(ok_value(poll_once(ready_ok())));
                     }
                 })
             })
@@ -367,7 +454,7 @@ fn shared_threads(c: &mut Criterion) {
                 run_threads(threads, iters, &|| {
                     let cb = &cb;
                     move || {
-                        black_box(poll_once(cb.call(ready_ok))).ok();
+                        black_box(ok_value(poll_once(cb.call(ready_ok))));
                     }
                 })
             })
@@ -379,7 +466,7 @@ fn shared_threads(c: &mut Criterion) {
                 run_threads(threads, iters, &|| {
                     let fs = &fs;
                     move || {
-                        black_box(poll_once(fs.call(ready_ok()))).ok();
+                        black_box(ok_value(poll_once(fs.call(ready_ok()))));
                     }
                 })
             })
@@ -390,7 +477,7 @@ fn shared_threads(c: &mut Criterion) {
                 run_threads(threads, iters, &|| {
                     let fs = &fs;
                     move || {
-                        black_box(poll_once(fs.call(ready_ok()))).ok();
+                        black_box(ok_value(poll_once(fs.call(ready_ok()))));
                     }
                 })
             })
@@ -402,7 +489,7 @@ fn shared_threads(c: &mut Criterion) {
                 run_threads(threads, iters, &|| {
                     let rc = &rc;
                     move || {
-                        black_box(poll_once(rc.call(ready_ok()))).ok();
+                        black_box(ok_value(poll_once(rc.call(ready_ok()))));
                     }
                 })
             })
@@ -413,7 +500,7 @@ fn shared_threads(c: &mut Criterion) {
                 run_threads(threads, iters, &|| {
                     let rc = &rc;
                     move || {
-                        black_box(rc.call(sync_ok)).ok();
+                        black_box(ok_value(rc.call(sync_ok)));
                     }
                 })
             })
@@ -425,7 +512,7 @@ fn shared_threads(c: &mut Criterion) {
                 run_threads(threads, iters, &|| {
                     let mut svc = svc.clone();
                     move || {
-                        black_box(tower_call(&mut svc)).ok();
+                        black_box(ok_value(tower_call(&mut svc)));
                     }
                 })
             })
@@ -437,60 +524,87 @@ fn shared_threads(c: &mut Criterion) {
 
 // ---- 4. breaker + timeout -----------------------------------------------------------------
 
-fn with_timeout(c: &mut Criterion) {
+fn with_timeout(c: &mut Criterion<CpuTime>) {
     let mut g = c.benchmark_group("call_timeout");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("tokio runtime");
     let deadline = Duration::from_secs(1);
-
-    // Each sample runs all its calls inside one `block_on`, so that entering the runtime
-    // is not measured, only what the calls themselves cost.
-    g.bench_function("no timeout (YieldOnce)", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(YieldOnce::default().await).ok();
-                }
-                start.elapsed()
-            })
-        })
-    });
-    g.bench_function("tokio::time::timeout", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(tokio::time::timeout(deadline, YieldOnce::default()).await).ok();
-                }
-                start.elapsed()
-            })
-        })
-    });
     let cb = CircuitBreaker::new(CircuitBreakerConfig {
         call_timeout: Some(deadline),
         ..Default::default()
     });
-    g.bench_function("resilient call (call_timeout)", |b| {
+
+    // As an application runs them: awaited in `block_on`. Each sample runs all its calls
+    // inside one `block_on`, so that entering the runtime is not measured. Every pending
+    // poll costs the runtime a trip through its driver (a syscall), which is most of the
+    // time here and varies by tens of nanoseconds between runs.
+    g.bench_function("block_on: YieldOnce, no timeout", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let start = Instant::now();
+                let start = thread_cpu_now();
                 for _ in 0..iters {
-                    black_box(cb.call(YieldOnce::default).await).ok();
+                    black_box(ok_value(YieldOnce::default().await));
                 }
-                start.elapsed()
+                thread_cpu_now() - start
             })
         })
     });
+    g.bench_function("block_on: tokio::time::timeout", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = thread_cpu_now();
+                for _ in 0..iters {
+                    black_box(ok_value(
+                        tokio::time::timeout(deadline, YieldOnce::default())
+                            .await
+                            .expect("deadline passed"),
+                    ));
+                }
+                thread_cpu_now() - start
+            })
+        })
+    });
+    g.bench_function("block_on: resilient call (call_timeout)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = thread_cpu_now();
+                for _ in 0..iters {
+                    black_box(ok_value(cb.call(YieldOnce::default).await));
+                }
+                thread_cpu_now() - start
+            })
+        })
+    });
+
+    // The same futures polled by hand inside the runtime's context (so the timer
+    // registers with its driver): pending, then ready. Without the driver trip this
+    // isolates what the breaker adds to the timeout.
+    {
+        let _runtime = rt.enter();
+        g.bench_function("by hand: YieldOnce, no timeout", |b| {
+            b.iter(|| black_box(ok_value(poll_twice(YieldOnce::default()))))
+        });
+        g.bench_function("by hand: tokio::time::timeout", |b| {
+            b.iter(|| {
+                black_box(ok_value(
+                    poll_twice(tokio::time::timeout(deadline, YieldOnce::default()))
+                        .expect("deadline passed"),
+                ))
+            })
+        });
+        g.bench_function("by hand: resilient call (call_timeout)", |b| {
+            b.iter(|| black_box(ok_value(poll_twice(cb.call(YieldOnce::default)))))
+        });
+    }
 
     g.finish();
 }
 
 // ---- 5. the manual API --------------------------------------------------------------------
 
-fn manual(c: &mut Criterion) {
+fn manual(c: &mut Criterion<CpuTime>) {
     let mut g = c.benchmark_group("acquire_record");
 
     g.bench_function("no breaker (closure)", |b| b.iter(|| black_box(sync_ok())));
@@ -530,7 +644,7 @@ fn manual(c: &mut Criterion) {
     // recloser has no public acquire/record API; its sync `call` is the nearest thing.
     let rc = recloser_default();
     g.bench_function("recloser call (sync, no manual API)", |b| {
-        b.iter(|| black_box(rc.call(sync_ok)))
+        b.iter(|| black_box(ok_value(rc.call(sync_ok))))
     });
 
     g.finish();
@@ -544,8 +658,13 @@ fn config() -> Criterion {
 }
 
 criterion_group! {
-    name = benches;
-    config = config();
-    targets = closed_call, open_reject, shared_threads, with_timeout, manual
+    name = single_thread;
+    config = config().with_measurement(CpuTime);
+    targets = closed_call, open_reject, with_timeout, manual
 }
-criterion_main!(benches);
+criterion_group! {
+    name = two_threads;
+    config = config();
+    targets = shared_threads
+}
+criterion_main!(single_thread, two_threads);

@@ -120,8 +120,11 @@ async fn registration_watch_and_lease_expiry_with_a_real_etcd() {
         "BENCH etcd-membership: put/revoke seen after {seen_after:?} (watch); \
          crashed server gone after {expired:?} (TTL {ttl:?})"
     );
+    // Measured here: under 1 ms after a put, 4-27 ms after a revoke (BENCHMARKS.md). The
+    // bound is the behaviour (a watch, not a poll: well under one 30 s refresh) with a
+    // margin for a loaded machine running three etcds.
     for t in &seen_after {
-        assert!(*t <= Duration::from_millis(100), "{seen_after:?}");
+        assert!(*t <= Duration::from_secs(1), "{seen_after:?}");
     }
     // The lease was last renewed up to a third of the TTL before the crash.
     assert!(

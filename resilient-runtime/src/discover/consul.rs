@@ -159,6 +159,35 @@ pub(crate) fn addresses_of(entries: &Value) -> Result<Vec<Address>, String> {
     Ok(out)
 }
 
+/// A whole `GET /v1/health/service/<name>` answer: its addresses and `X-Consul-Index`,
+/// or what is wrong with it (naming the agent).
+pub(crate) fn parse_health_answer(
+    agent: &Address,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<Address>, Option<u64>), String> {
+    if !status.is_success() {
+        let hint = if status == http::StatusCode::FORBIDDEN {
+            " (check the token in CONSUL_HTTP_TOKEN)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "consul agent at {agent} answered {status}{hint}: {}",
+            super::http::snippet(body)
+        ));
+    }
+    let index = headers
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let entries: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("consul agent at {agent} sent invalid JSON: {e}"))?;
+    let addresses = addresses_of(&entries).map_err(|e| format!("consul agent at {agent}: {e}"))?;
+    Ok((addresses, index))
+}
+
 pub(crate) struct ConsulResolver {
     http: HttpClient,
     target: String,
@@ -205,6 +234,14 @@ impl ConsulResolver {
         DiscoveryError::new(kind, &self.target, message)
     }
 
+    /// `text` without the token in it (an agent may quote a request in its error).
+    fn scrub(&self, text: String) -> String {
+        match &self.token {
+            Some(t) => t.scrub(&text),
+            None => text,
+        }
+    }
+
     /// One query: blocking when `index` > 0.
     async fn query(&self, index: u64) -> Result<(Vec<Address>, Option<u64>), DiscoveryError> {
         let (path, timeout) = if index > 0 {
@@ -226,43 +263,11 @@ impl ConsulResolver {
         let answer = self.http.send(call, timeout).await.map_err(|e| {
             self.error(
                 ErrorKind::Unreachable,
-                format!("consul agent at {}: {e}", self.agent),
+                self.scrub(format!("consul agent at {}: {e}", self.agent)),
             )
         })?;
-        if !answer.status.is_success() {
-            let hint = if answer.status == http::StatusCode::FORBIDDEN {
-                " (check the token in CONSUL_HTTP_TOKEN)"
-            } else {
-                ""
-            };
-            return Err(self.error(
-                ErrorKind::BadResponse,
-                format!(
-                    "consul agent at {} answered {}{hint}: {}",
-                    self.agent,
-                    answer.status,
-                    answer.body_snippet()
-                ),
-            ));
-        }
-        let index = answer
-            .headers
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let entries: Value = serde_json::from_slice(&answer.body).map_err(|e| {
-            self.error(
-                ErrorKind::BadResponse,
-                format!("consul agent at {} sent invalid JSON: {e}", self.agent),
-            )
-        })?;
-        let addresses = addresses_of(&entries).map_err(|e| {
-            self.error(
-                ErrorKind::BadResponse,
-                format!("consul agent at {}: {e}", self.agent),
-            )
-        })?;
-        Ok((addresses, index))
+        parse_health_answer(&self.agent, answer.status, &answer.headers, &answer.body)
+            .map_err(|m| self.error(ErrorKind::BadResponse, self.scrub(m)))
     }
 
     /// The blocking-query loop: at most one query per `min_interval`, backing off on
@@ -437,20 +442,27 @@ impl ConsulRegistration {
             &token,
         )
         .json(&self.body(&id));
+        let scrub = {
+            let token = token.clone();
+            move |text: String| match &token {
+                Some(t) => t.scrub(&text),
+                None => text,
+            }
+        };
         let answer = http.send(call, self.options.timeout).await.map_err(|e| {
             fail(
                 ErrorKind::Unreachable,
-                format!("consul agent at {agent}: {e}"),
+                scrub(format!("consul agent at {agent}: {e}")),
             )
         })?;
         if !answer.status.is_success() {
             return Err(fail(
                 ErrorKind::Registration,
-                format!(
+                scrub(format!(
                     "consul agent at {agent} refused to register {id}: {} {}",
                     answer.status,
                     answer.body_snippet()
-                ),
+                )),
             ));
         }
         tracing::info!(service = %self.service, %id, %agent, "registered in consul");
@@ -463,17 +475,19 @@ impl ConsulRegistration {
                 let answer = http.send(call, timeout).await.map_err(|e| {
                     fail(
                         ErrorKind::Unreachable,
-                        format!("deregistering {undo_id}: consul agent at {agent}: {e}"),
+                        scrub(format!(
+                            "deregistering {undo_id}: consul agent at {agent}: {e}"
+                        )),
                     )
                 })?;
                 if !answer.status.is_success() {
                     return Err(fail(
                         ErrorKind::Registration,
-                        format!(
+                        scrub(format!(
                             "consul agent at {agent} refused to deregister {undo_id}: {} {}",
                             answer.status,
                             answer.body_snippet()
-                        ),
+                        )),
                     ));
                 }
                 tracing::info!(id = %undo_id, "deregistered from consul");

@@ -16,7 +16,7 @@ use super::http::{Call, HttpClient};
 use super::registration::Registration;
 use super::resolve::{Backoff, Context};
 use super::target::{ETCD_PORT, parse_endpoint_list};
-use super::{Address, DiscoveryError, ErrorKind, EtcdTarget, Target};
+use super::{Address, DiscoveryError, ErrorKind, EtcdTarget, Secret, Target};
 
 /// The environment variable listing etcd endpoints (`http://10.0.0.7:2379,...`;
 /// `127.0.0.1:2379` when unset).
@@ -27,10 +27,22 @@ pub const ETCD_ENDPOINTS: &str = "ETCD_ENDPOINTS";
 /// Endpoints are, first to last: the target's authority
 /// (`etcd://10.0.0.7:2379/prefix`), [`endpoints`](Self::endpoints), `ETCD_ENDPOINTS`,
 /// `127.0.0.1:2379`. They are tried in turn.
+///
+/// With [`credentials`](Self::credentials), the pool and registrations authenticate
+/// (`/v3/auth/authenticate`) and send the token etcd gives in `Authorization`; the
+/// password and the token are never logged nor shown (`Debug` prints `***`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdOptions {
     endpoints: Vec<Address>,
     timeout: Duration,
+    credentials: Option<Credentials>,
+}
+
+/// An etcd user and password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Credentials {
+    user: String,
+    password: Secret,
 }
 
 impl Default for EtcdOptions {
@@ -38,6 +50,7 @@ impl Default for EtcdOptions {
         EtcdOptions {
             endpoints: Vec::new(),
             timeout: Duration::from_secs(5),
+            credentials: None,
         }
     }
 }
@@ -52,6 +65,15 @@ impl EtcdOptions {
     /// How long one request (not a watch) may take. Default: 5 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The user and password of an etcd with authentication on. Default: none.
+    pub fn credentials(mut self, user: impl Into<String>, password: Secret) -> Self {
+        self.credentials = Some(Credentials {
+            user: user.into(),
+            password,
+        });
         self
     }
 
@@ -112,6 +134,67 @@ struct Gateway {
     endpoints: Arc<[Address]>,
     next: Arc<std::sync::atomic::AtomicUsize>,
     timeout: Duration,
+    auth: Option<Arc<Auth>>,
+}
+
+/// Credentials and the token they last got.
+struct Auth {
+    credentials: Credentials,
+    token: std::sync::Mutex<Option<Secret>>,
+}
+
+impl Auth {
+    fn token(&self) -> Option<Secret> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_token(&self, token: Option<Secret>) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// `text` with the password and token replaced by `***`, for messages.
+    fn scrub(&self, text: &str) -> String {
+        let mut out = self.credentials.password.scrub(text);
+        if let Some(t) = self.token() {
+            out = t.scrub(&out);
+        }
+        out
+    }
+}
+
+/// etcd's error for a missing or stale token.
+fn is_auth_error(code: i64, message: &str) -> bool {
+    code == 16 || message.contains("invalid auth token") || message.contains("user name is empty")
+}
+
+/// The JSON of a gateway answer, or etcd's error in it.
+pub(crate) fn gateway_answer(
+    endpoint: &Address,
+    status: http::StatusCode,
+    body: &[u8],
+) -> Result<Value, (i64, String)> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        (
+            -1,
+            format!(
+                "etcd at {endpoint} sent invalid JSON ({e}): {}",
+                super::http::snippet(body)
+            ),
+        )
+    })?;
+    if let Some(m) = v.get("error").or(v.pointer("/result/error")) {
+        let code = v.get("code").and_then(int).unwrap_or(-1);
+        let m = v
+            .get("message")
+            .and_then(Value::as_str)
+            .or(m.as_str())
+            .unwrap_or("unknown error");
+        return Err((code, m.to_string()));
+    }
+    if !status.is_success() {
+        return Err((-1, format!("etcd at {endpoint} answered {status}")));
+    }
+    Ok(v)
 }
 
 /// Why a gateway call failed.
@@ -139,12 +222,78 @@ impl GatewayError {
 }
 
 impl Gateway {
-    fn new(endpoints: Vec<Address>, timeout: Duration) -> Self {
+    fn new(endpoints: Vec<Address>, options: &EtcdOptions) -> Self {
         Gateway {
             http: HttpClient::new(),
             endpoints: endpoints.into(),
             next: Default::default(),
-            timeout,
+            timeout: options.timeout,
+            auth: options.credentials.clone().map(|credentials| {
+                Arc::new(Auth {
+                    credentials,
+                    token: std::sync::Mutex::new(None),
+                })
+            }),
+        }
+    }
+
+    /// `text` without any secret of ours in it.
+    fn scrub(&self, text: String) -> String {
+        match &self.auth {
+            Some(auth) => auth.scrub(&text),
+            None => text,
+        }
+    }
+
+    /// A call to `endpoint`, carrying the auth token (fetched first if there is none).
+    async fn call<'a>(
+        &self,
+        endpoint: &'a Address,
+        path: &'a str,
+        body: &Value,
+    ) -> Result<Call<'a>, GatewayError> {
+        let call = Call::new(http::Method::POST, endpoint, path).json(body);
+        let Some(auth) = &self.auth else {
+            return Ok(call);
+        };
+        let token = match auth.token() {
+            Some(t) => t,
+            None => {
+                let t = self.authenticate(endpoint, auth).await?;
+                auth.set_token(Some(t.clone()));
+                t
+            }
+        };
+        Ok(call.header("authorization", token.expose().to_string()))
+    }
+
+    async fn authenticate(&self, endpoint: &Address, auth: &Auth) -> Result<Secret, GatewayError> {
+        let body = json!({
+            "name": auth.credentials.user,
+            "password": auth.credentials.password.expose(),
+        });
+        let call = Call::new(http::Method::POST, endpoint, "/v3/auth/authenticate").json(&body);
+        let answer = self.http.send(call, self.timeout).await.map_err(|e| {
+            GatewayError::Unreachable(auth.scrub(&format!("etcd at {endpoint}: {e}")))
+        })?;
+        let v = gateway_answer(endpoint, answer.status, &answer.body).map_err(|(code, m)| {
+            GatewayError::Etcd(
+                code,
+                auth.scrub(&format!(
+                    "etcd at {endpoint} refused the credentials of user `{}`: {m}",
+                    auth.credentials.user
+                )),
+            )
+        })?;
+        match v.get("token").and_then(Value::as_str) {
+            Some(t) if !t.is_empty() => Ok(Secret::new(t)),
+            _ => Err(GatewayError::Etcd(
+                -1,
+                format!(
+                    "etcd at {endpoint} authenticated `{}` without a token",
+                    auth.credentials.user
+                ),
+            )),
         }
     }
 
@@ -157,43 +306,41 @@ impl Gateway {
         self.next.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// POSTs `body` to `path`; on a transport error tries the next endpoint.
+    /// POSTs `body` to `path`; on a transport error tries the next endpoint. A stale
+    /// auth token is renewed once.
     async fn post(&self, path: &str, body: &Value) -> Result<Value, GatewayError> {
+        match self.post_once(path, body).await {
+            Err(GatewayError::Etcd(code, m)) if self.auth.is_some() && is_auth_error(code, &m) => {
+                if let Some(auth) = &self.auth {
+                    auth.set_token(None);
+                }
+                self.post_once(path, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post_once(&self, path: &str, body: &Value) -> Result<Value, GatewayError> {
         let mut errors = Vec::new();
         for _ in 0..self.endpoints.len() {
             let endpoint = self.endpoint().clone();
-            let call = Call::new(http::Method::POST, &endpoint, path).json(body);
+            let call = match self.call(&endpoint, path, body).await {
+                Ok(call) => call,
+                Err(GatewayError::Unreachable(e)) => {
+                    errors.push(e);
+                    self.rotate();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match self.http.send(call, self.timeout).await {
                 Err(e) => {
-                    errors.push(format!("etcd at {endpoint}: {e}"));
+                    errors.push(self.scrub(format!("etcd at {endpoint}: {e}")));
                     self.rotate();
                 }
                 Ok(answer) => {
-                    let v: Value = serde_json::from_slice(&answer.body).map_err(|e| {
-                        GatewayError::Etcd(
-                            -1,
-                            format!(
-                                "etcd at {endpoint} sent invalid JSON ({e}): {}",
-                                answer.body_snippet()
-                            ),
-                        )
-                    })?;
-                    if let Some(m) = v.get("error").or(v.pointer("/result/error")) {
-                        let code = v.get("code").and_then(int).unwrap_or(-1);
-                        let m = v
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .or(m.as_str())
-                            .unwrap_or("unknown error");
-                        return Err(GatewayError::Etcd(code, m.to_string()));
-                    }
-                    if !answer.status.is_success() {
-                        return Err(GatewayError::Etcd(
-                            -1,
-                            format!("etcd at {endpoint} answered {}", answer.status),
-                        ));
-                    }
-                    return Ok(v);
+                    return gateway_answer(&endpoint, answer.status, &answer.body)
+                        .map_err(|(code, m)| GatewayError::Etcd(code, self.scrub(m)));
                 }
             }
         }
@@ -218,7 +365,7 @@ impl EtcdResolver {
             .resolve_endpoints(&etcd.endpoints)
             .map_err(|m| DiscoveryError::new(ErrorKind::InvalidTarget, target.as_str(), m))?;
         Ok(EtcdResolver {
-            gateway: Gateway::new(endpoints, options.timeout),
+            gateway: Gateway::new(endpoints, options),
             target: target.as_str().to_string(),
             key: format!("{}/", etcd.prefix).into_bytes(),
         })
@@ -238,16 +385,7 @@ impl EtcdResolver {
             .post("/v3/kv/range", &self.range())
             .await
             .map_err(|e| DiscoveryError::new(e.kind(), &self.target, e.message()))?;
-        let revision = v.pointer("/header/revision").and_then(int).unwrap_or(0);
-        let mut members = BTreeMap::new();
-        for kv in v.get("kvs").and_then(Value::as_array).into_iter().flatten() {
-            if let Some((key, value)) = decode_kv(kv)
-                && let Some(a) = address_of(&key, &value)
-            {
-                members.insert(key, a);
-            }
-        }
-        Ok((members, revision))
+        Ok(members_of(&v))
     }
 
     /// Follows the watch stream from `start`, applying events to `members` and reporting
@@ -263,12 +401,18 @@ impl EtcdResolver {
         request["progress_notify"] = json!(true);
         let body = json!({ "create_request": request });
         let endpoint = self.gateway.endpoint().clone();
-        let call = Call::new(http::Method::POST, &endpoint, "/v3/watch").json(&body);
+        let call = match self.gateway.call(&endpoint, "/v3/watch", &body).await {
+            Ok(call) => call,
+            Err(e) => {
+                self.gateway.rotate();
+                return e.message();
+            }
+        };
         let response = match self.gateway.http.open(call, self.gateway.timeout).await {
             Ok(r) => r,
             Err(e) => {
                 self.gateway.rotate();
-                return format!("etcd at {endpoint}: {e}");
+                return self.gateway.scrub(format!("etcd at {endpoint}: {e}"));
             }
         };
         if !response.status().is_success() {
@@ -278,7 +422,7 @@ impl EtcdResolver {
             );
         }
         let mut body = response.into_body();
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut decoder = WatchDecoder::default();
         loop {
             let frame = match body.frame().await {
                 None => return format!("etcd at {endpoint} ended the watch"),
@@ -288,58 +432,22 @@ impl EtcdResolver {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            buffer.extend_from_slice(&data);
-            let mut stream = serde_json::Deserializer::from_slice(&buffer).into_iter::<Value>();
-            let mut messages = Vec::new();
-            let mut consumed = 0;
-            loop {
-                match stream.next() {
-                    Some(Ok(v)) => {
-                        consumed = stream.byte_offset();
-                        messages.push(v);
-                    }
-                    Some(Err(e)) if e.is_eof() => break,
-                    Some(Err(e)) => return format!("etcd at {endpoint} sent invalid JSON: {e}"),
-                    None => {
-                        consumed = buffer.len();
-                        break;
-                    }
-                }
-            }
-            buffer.drain(..consumed);
+            let messages = match decoder.feed(&data) {
+                Ok(m) => m,
+                Err(e) => return self.gateway.scrub(format!("etcd at {endpoint}: {e}")),
+            };
             for message in messages {
-                if let Some(e) = message.get("error") {
-                    return format!("etcd at {endpoint}: watch error: {e}");
-                }
-                let result = &message["result"];
-                if result.get("canceled").and_then(Value::as_bool) == Some(true) {
-                    let reason = result
-                        .get("cancel_reason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("no reason given");
-                    return format!("etcd canceled the watch: {reason}");
-                }
-                if result.get("compact_revision").and_then(int).unwrap_or(0) > 0 {
-                    return "the watched revision was compacted".to_string();
-                }
-                let mut changed = false;
-                for event in result
-                    .get("events")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some((key, value)) = event.get("kv").and_then(decode_kv) else {
-                        continue;
-                    };
-                    if event.get("type").and_then(Value::as_str) == Some("DELETE") {
-                        changed |= members.remove(&key).is_some();
-                    } else if let Some(a) = address_of(&key, &value) {
-                        changed |= members.insert(key, a.clone()).as_ref() != Some(&a);
+                match apply_watch_message(&message, members) {
+                    Ok(true) => ctx.sink.report(Ok(members.values().cloned().collect())),
+                    Ok(false) => {}
+                    Err(why) => {
+                        if let Some(auth) = &self.gateway.auth
+                            && why.contains("auth")
+                        {
+                            auth.set_token(None);
+                        }
+                        return self.gateway.scrub(format!("etcd at {endpoint}: {why}"));
                     }
-                }
-                if changed {
-                    ctx.sink.report(Ok(members.values().cloned().collect()));
                 }
             }
         }
@@ -365,6 +473,101 @@ impl EtcdResolver {
             tokio::time::sleep(backoff.next_wait()).await;
         }
     }
+}
+
+/// The servers in a `/v3/kv/range` answer, and the revision it was read at.
+pub(crate) fn members_of(v: &Value) -> (BTreeMap<String, Address>, i64) {
+    let revision = v.pointer("/header/revision").and_then(int).unwrap_or(0);
+    let mut members = BTreeMap::new();
+    for kv in v.get("kvs").and_then(Value::as_array).into_iter().flatten() {
+        if let Some((key, value)) = decode_kv(kv)
+            && let Some(a) = address_of(&key, &value)
+        {
+            members.insert(key, a);
+        }
+    }
+    (members, revision)
+}
+
+/// The longest watch message read: a larger one ends the watch (and the pool lists again)
+/// instead of growing the buffer without end.
+pub(crate) const MAX_WATCH_MESSAGE: usize = 4 << 20;
+
+/// Splits the watch stream (JSON objects one after another, in chunks cut anywhere) into
+/// messages.
+#[derive(Default)]
+pub(crate) struct WatchDecoder {
+    buffer: Vec<u8>,
+}
+
+impl WatchDecoder {
+    /// Adds a chunk; returns the messages it completed.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Vec<Value>, String> {
+        self.buffer.extend_from_slice(data);
+        let mut stream = serde_json::Deserializer::from_slice(&self.buffer).into_iter::<Value>();
+        let mut messages = Vec::new();
+        let mut consumed = 0;
+        loop {
+            match stream.next() {
+                Some(Ok(v)) => {
+                    consumed = stream.byte_offset();
+                    messages.push(v);
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) => return Err(format!("watch sent invalid JSON: {e}")),
+                None => {
+                    consumed = self.buffer.len();
+                    break;
+                }
+            }
+        }
+        self.buffer.drain(..consumed);
+        if self.buffer.len() > MAX_WATCH_MESSAGE {
+            return Err(format!(
+                "watch message over {} MiB",
+                MAX_WATCH_MESSAGE >> 20
+            ));
+        }
+        Ok(messages)
+    }
+}
+
+/// Applies one watch message to `members`: whether they changed, or why the watch ends.
+pub(crate) fn apply_watch_message(
+    message: &Value,
+    members: &mut BTreeMap<String, Address>,
+) -> Result<bool, String> {
+    if let Some(e) = message.get("error") {
+        return Err(format!("watch error: {e}"));
+    }
+    let result = &message["result"];
+    if result.get("canceled").and_then(Value::as_bool) == Some(true) {
+        let reason = result
+            .get("cancel_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        return Err(format!("etcd canceled the watch: {reason}"));
+    }
+    if result.get("compact_revision").and_then(int).unwrap_or(0) > 0 {
+        return Err("the watched revision was compacted".to_string());
+    }
+    let mut changed = false;
+    for event in result
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some((key, value)) = event.get("kv").and_then(decode_kv) else {
+            continue;
+        };
+        if event.get("type").and_then(Value::as_str) == Some("DELETE") {
+            changed |= members.remove(&key).is_some();
+        } else if let Some(a) = address_of(&key, &value) {
+            changed |= members.insert(key, a.clone()).as_ref() != Some(&a);
+        }
+    }
+    Ok(changed)
 }
 
 fn decode_kv(kv: &Value) -> Option<(String, Vec<u8>)> {
@@ -447,7 +650,7 @@ impl EtcdRegistration {
             .options
             .resolve_endpoints(&[])
             .map_err(|m| DiscoveryError::new(ErrorKind::InvalidTarget, &target, m))?;
-        let gateway = Gateway::new(endpoints, self.options.timeout);
+        let gateway = Gateway::new(endpoints, &self.options);
         let key = format!("{}/{}", self.prefix, self.address);
         let value = json!({ "Addr": self.address.to_string(), "Metadata": self.metadata });
         let entry = Arc::new(Entry {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -12,6 +12,10 @@ use super::Address;
 
 /// How long connecting to a registry may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The largest answer read from a registry; a larger one is an error, not an allocation
+/// without end. (A Consul health list of thousands of instances is a few MiB.)
+pub(crate) const MAX_ANSWER: usize = 32 << 20;
 
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
@@ -29,13 +33,21 @@ pub(crate) struct Answer {
 
 impl Answer {
     /// The body, shortened, for an error message.
+    #[cfg_attr(not(feature = "consul"), allow(dead_code))]
     pub(crate) fn body_snippet(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let text = text.trim();
-        match text.char_indices().nth(200) {
-            Some((i, _)) => format!("{}...", &text[..i]),
-            None => text.to_string(),
-        }
+        snippet(&self.body)
+    }
+}
+
+/// A body, shortened to 200 characters, for an error message.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let head = &body[..body.len().min(1024)];
+    let text = String::from_utf8_lossy(head);
+    let text = text.trim();
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None if head.len() < body.len() => format!("{text}..."),
+        None => text.to_string(),
     }
 }
 
@@ -116,8 +128,15 @@ impl HttpClient {
         let response = self.open(call, timeout).await?;
         let (parts, body) = response.into_parts();
         let left = timeout.saturating_sub(started.elapsed());
-        let body = match tokio::time::timeout(left, body.collect()).await {
+        let body = match tokio::time::timeout(left, Limited::new(body, MAX_ANSWER).collect()).await
+        {
             Err(_) => return Err(format!("no full answer from {address} in time")),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(format!(
+                    "the answer of {address} is over {} MiB",
+                    MAX_ANSWER >> 20
+                ));
+            }
             Ok(Err(e)) => return Err(format!("reading the answer of {address}: {e}")),
             Ok(Ok(collected)) => collected.to_bytes(),
         };
@@ -160,6 +179,14 @@ pub(crate) fn encode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn snippets_are_short() {
+        assert_eq!(super::snippet(b"  hi \n"), "hi");
+        let long = "x".repeat(5000);
+        assert_eq!(super::snippet(long.as_bytes()).len(), 203);
+        assert_eq!(super::snippet(&[0xff, b'a']), "\u{fffd}a");
+    }
+
     #[test]
     fn encodes() {
         assert_eq!(super::encode("auth-service"), "auth-service");

@@ -36,6 +36,9 @@ mod http;
 mod registration;
 pub(crate) mod resolve;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -89,7 +92,7 @@ impl DiscoveryError {
     pub(crate) fn new(kind: ErrorKind, target: &str, message: impl Into<String>) -> Self {
         DiscoveryError {
             kind,
-            target: Arc::from(target::redact(target).as_ref()),
+            target: Arc::from(printable(&target::redact(target)).as_ref()),
             message: message.into(),
         }
     }
@@ -122,6 +125,23 @@ impl fmt::Display for DiscoveryError {
 
 impl std::error::Error for DiscoveryError {}
 
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so that a target quoted in
+/// a message or log line cannot break the line or forge another.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A secret (a Consul token): shown as `***` by `Debug` and `Display`, so that it never
 /// reaches a log line or an error message by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -136,6 +156,17 @@ impl Secret {
     /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// `text` with every occurrence of the secret replaced by `***` (for messages that
+    /// quote what a server said, which might echo it).
+    #[cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(&self.0, "***")
+        }
     }
 }
 
@@ -161,6 +192,8 @@ mod tests {
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("s3cr3t"));
         assert_eq!(s.expose(), "s3cr3t-token");
+        assert_eq!(s.scrub("no s3cr3t-token here"), "no *** here");
+        assert_eq!(Secret::new("").scrub("as is"), "as is");
     }
 
     #[test]
@@ -169,5 +202,7 @@ mod tests {
         assert_eq!(e.to_string(), "`dns:///x`: no port");
         let e = DiscoveryError::new(ErrorKind::InvalidTarget, "http://u:pw@h:1", "bad");
         assert!(!e.to_string().contains("pw"), "{e}");
+        let e = DiscoveryError::new(ErrorKind::InvalidTarget, "a\n:80\u{1b}[2J", "bad");
+        assert_eq!(e.to_string(), "`a\\n:80\\u{1b}[2J`: bad");
     }
 }

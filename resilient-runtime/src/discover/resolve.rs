@@ -43,6 +43,8 @@ pub(crate) struct ResolverOptions {
     pub(crate) etcd: super::EtcdOptions,
 }
 
+// One per pool, built once: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Resolver {
     Static(Vec<Address>),
     #[cfg(feature = "dns")]

@@ -16,7 +16,7 @@ pub const CONSUL_PORT: u16 = 8500;
 pub const ETCD_PORT: u16 = 2379;
 
 const EXAMPLE: &str = "dns:///auth-service.nova.svc.cluster.local:8083";
-const SCHEMES: &str = "dns, static, consul, etcd, http";
+const SCHEMES: &str = "dns, static, consul, etcd, http, https";
 
 /// A parsed, checked target string.
 ///
@@ -38,6 +38,7 @@ const SCHEMES: &str = "dns, static, consul, etcd, http";
 pub struct Target {
     text: String,
     kind: TargetKind,
+    tls: bool,
 }
 
 /// Where a target's endpoints come from.
@@ -108,10 +109,21 @@ impl Target {
     pub fn parse(text: &str) -> Result<Target, DiscoveryError> {
         let kind = parse_kind(text.trim())
             .map_err(|message| DiscoveryError::new(ErrorKind::InvalidTarget, text, message))?;
+        let tls = text
+            .trim()
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         Ok(Target {
             text: text.trim().to_string(),
             kind,
+            tls,
         })
+    }
+
+    /// True for `https://host:port` targets, which a pool connects to only with TLS
+    /// settings (`PoolBuilder::tls`, feature `tls`).
+    pub fn uses_tls(&self) -> bool {
+        self.tls
     }
 
     /// What the target names.
@@ -172,7 +184,9 @@ fn parse_kind(text: &str) -> Result<TargetKind, String> {
         return Err(format!("empty target; expected e.g. `{EXAMPLE}`"));
     }
     if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("contains {c:?}; targets have no spaces"));
+        return Err(format!(
+            "contains {c:?}; targets have no spaces or control characters"
+        ));
     }
     if text.contains('#') {
         return Err("fragments (`#`) are not supported".to_string());
@@ -263,23 +277,20 @@ fn parse_hier(scheme: &str, hier: &str) -> Result<TargetKind, String> {
             }
             parse_dns_name(server, path)
         }
-        "http" => {
-            no_query("http")?;
+        "http" | "https" => {
+            no_query(scheme)?;
             if !path.is_empty() {
                 return Err(format!(
-                    "a path (`/{path}`) means nothing here; write `http://host:port`"
+                    "a path (`/{path}`) means nothing here; write `{scheme}://host:port`"
                 ));
             }
             let (host, port) = split_host_port(authority)?;
             Ok(TargetKind::Dns(DnsTarget {
                 server: None,
                 name: host,
-                port: Some(port.unwrap_or(80)),
+                port: Some(port.unwrap_or(if scheme == "https" { 443 } else { 80 })),
             }))
         }
-        "https" => Err(
-            "https targets are not supported: the pool's channels connect without TLS".to_string(),
-        ),
         "consul" => {
             let agent = if authority.is_empty() {
                 None
@@ -500,6 +511,11 @@ mod tests {
             ),
             ("http://auth-service", dns(None, "auth-service", Some(80))),
             (
+                "https://auth-service.nova.svc.cluster.local",
+                dns(None, "auth-service.nova.svc.cluster.local", Some(443)),
+            ),
+            ("HTTPS://auth:8443", dns(None, "auth", Some(8443))),
+            (
                 "  consul:///auth-service?dc=eu1&tag=v2&tag=canary ",
                 TargetKind::Consul(ConsulTarget {
                     agent: None,
@@ -558,7 +574,7 @@ mod tests {
             ("static:///a:1,,b:2", "empty address"),
             ("static:///a", "no port"),
             ("static:a:1,b:2", "must be followed by `//`"),
-            ("https://auth:443", "https targets are not supported"),
+            ("https://auth:443/v1", "a path"),
             ("http://auth:80/v1", "a path"),
             ("http://user:pw@auth:80", "credentials"),
             ("consul:///", "no service name"),

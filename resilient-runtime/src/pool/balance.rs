@@ -1,5 +1,7 @@
 //! Choosing an endpoint for one call: round-robin or power of two choices on in-flight
-//! calls, among the endpoints not ejected (all of them in panic mode).
+//! calls, among the endpoints in rotation (not ejected, not unhealthy); while none is,
+//! among those whose health is not known yet; when every one is out, among all of them
+//! (panic mode).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,9 +17,20 @@ pub enum Balance {
     PowerOfTwoChoices,
 }
 
+/// How eligible an endpoint is for the next call; calls go to the best rank present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Rank {
+    /// In rotation.
+    Ready,
+    /// Health not known yet: used only while no endpoint is ready.
+    Pending,
+    /// Ejected or unhealthy: used only when every endpoint is (panic mode).
+    Out,
+}
+
 /// What balancing needs to know about an endpoint.
 pub(crate) trait Candidate {
-    fn ejected(&self, now: u64) -> bool;
+    fn rank(&self, now: u64) -> Rank;
     fn load(&self) -> usize;
 }
 
@@ -35,12 +48,22 @@ pub(crate) fn pick<C: Candidate>(
         1 => return Some(0),
         _ => {}
     }
-    let ejected = items.iter().filter(|c| c.ejected(now)).count();
-    // Panic mode when every endpoint is ejected: use them all.
-    let everyone = ejected == 0 || ejected == n;
-    let eligible = if everyone { n } else { n - ejected };
-    // The k-th eligible endpoint. The ejection state may change between the count and
-    // this walk; then fall back to any endpoint rather than fail.
+    let mut best = Rank::Out;
+    let mut at_best = 0;
+    for c in items {
+        let r = c.rank(now);
+        if r < best {
+            best = r;
+            at_best = 1;
+        } else if r == best {
+            at_best += 1;
+        }
+    }
+    // Panic mode when every endpoint is out: use them all.
+    let everyone = best == Rank::Out || at_best == n;
+    let eligible = if everyone { n } else { at_best };
+    // The k-th eligible endpoint. The states may change between the count and this
+    // walk; then fall back to any endpoint rather than fail.
     let nth = |k: usize| -> usize {
         if everyone {
             return k;
@@ -48,7 +71,7 @@ pub(crate) fn pick<C: Candidate>(
         items
             .iter()
             .enumerate()
-            .filter(|(_, c)| !c.ejected(now))
+            .filter(|(_, c)| c.rank(now) == best)
             .nth(k)
             .map(|(i, _)| i)
             .unwrap_or(k % n)
@@ -80,13 +103,13 @@ mod tests {
     use super::*;
 
     struct C {
-        ejected: bool,
+        rank: Rank,
         load: usize,
     }
 
     impl Candidate for C {
-        fn ejected(&self, _: u64) -> bool {
-            self.ejected
+        fn rank(&self, _: u64) -> Rank {
+            self.rank
         }
         fn load(&self) -> usize {
             self.load
@@ -94,7 +117,10 @@ mod tests {
     }
 
     fn c(ejected: bool, load: usize) -> C {
-        C { ejected, load }
+        C {
+            rank: if ejected { Rank::Out } else { Rank::Ready },
+            load,
+        }
     }
 
     fn rng() -> impl FnMut(usize) -> usize {
@@ -162,5 +188,29 @@ mod tests {
         for h in hits {
             assert!((9_000..11_000).contains(&h), "{hits:?}");
         }
+    }
+
+    #[test]
+    fn pending_endpoints_wait_for_ready_ones() {
+        let r = |rank| C { rank, load: 0 };
+        let turn = AtomicUsize::new(0);
+        // One ready: every call goes there, not to the pending or out ones.
+        let items = [r(Rank::Pending), r(Rank::Ready), r(Rank::Out)];
+        for _ in 0..10 {
+            assert_eq!(pick(&items, 0, Balance::RoundRobin, &turn, rng()), Some(1));
+        }
+        // None ready: the pending ones, never the one out.
+        let items = [r(Rank::Pending), r(Rank::Out), r(Rank::Pending)];
+        let picks: Vec<usize> = (0..4)
+            .map(|_| pick(&items, 0, Balance::RoundRobin, &turn, rng()).unwrap())
+            .collect();
+        assert!(picks.iter().all(|i| *i != 1), "{picks:?}");
+        // Everyone out: panic mode.
+        let items = [r(Rank::Out), r(Rank::Out)];
+        let mut seen = [false; 2];
+        for _ in 0..4 {
+            seen[pick(&items, 0, Balance::RoundRobin, &turn, rng()).unwrap()] = true;
+        }
+        assert_eq!(seen, [true, true]);
     }
 }

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use super::State;
 use super::eject::Outlier;
+use super::health::{Health, HealthCell};
 use crate::discover::Address;
 
 /// The gRPC code UNAVAILABLE.
@@ -28,10 +29,27 @@ pub(crate) struct Endpoint {
     /// Nanoseconds since the pool's epoch when the current ejection ends; 0: never ejected.
     pub(crate) ejected_until: AtomicU64,
     pub(crate) outlier: Mutex<Outlier>,
+    /// What the health checks last said ([`Health::NotChecked`] without them).
+    pub(crate) health: Arc<HealthCell>,
+    /// The health probe task, stopped with the endpoint.
+    pub(crate) probe: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            probe.abort();
+        }
+    }
 }
 
 impl Endpoint {
-    pub(crate) fn new(address: Address, channel: Channel) -> Self {
+    pub(crate) fn new(
+        address: Address,
+        channel: Channel,
+        health: Arc<HealthCell>,
+        probe: Option<tokio::task::AbortHandle>,
+    ) -> Self {
         Endpoint {
             address,
             channel,
@@ -40,6 +58,8 @@ impl Endpoint {
             failures: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
             outlier: Mutex::new(Outlier::default()),
+            health,
+            probe,
         }
     }
 
@@ -61,6 +81,8 @@ pub struct EndpointInfo {
     pub address: Address,
     /// Whether it takes calls.
     pub state: EndpointState,
+    /// What the health checks last said ([`Health::NotChecked`] without them).
+    pub health: Health,
     /// Calls sent to it and not finished (response body included).
     pub in_flight: usize,
     /// Calls sent to it since it joined the pool.
@@ -82,6 +104,9 @@ pub enum EndpointState {
     Active,
     /// Out of rotation until `ejected_until` (used anyway in panic mode).
     Ejected,
+    /// Out of rotation while its health check says it does not serve (used anyway in
+    /// panic mode); see [`EndpointInfo::health`].
+    Unhealthy,
 }
 
 impl EndpointInfo {
@@ -89,13 +114,17 @@ impl EndpointInfo {
         let outlier = endpoint.outlier().clone();
         let until = endpoint.ejected_until.load(Ordering::Acquire);
         let ejected = until > now;
+        let health = endpoint.health.get();
         EndpointInfo {
             address: endpoint.address.clone(),
             state: if ejected {
                 EndpointState::Ejected
+            } else if health.is_out() {
+                EndpointState::Unhealthy
             } else {
                 EndpointState::Active
             },
+            health,
             in_flight: endpoint.in_flight.load(Ordering::Relaxed),
             requests: endpoint.requests.load(Ordering::Relaxed),
             failures: endpoint.failures.load(Ordering::Relaxed),

@@ -23,10 +23,16 @@
 //!   A resolver error, or an empty answer, keeps the last good set.
 //! * **Membership changes** never cut a call in flight: a removed endpoint's channel
 //!   lives until its last call ends.
+//! * **Health checks** (feature `health`, [`PoolBuilder::health_check`]): each endpoint
+//!   is asked `grpc.health.v1.Health` on its own channel; one that does not answer
+//!   `SERVING` leaves rotation before a user call finds out.
+//! * **TLS** (feature `tls`, [`PoolBuilder::tls`]): every endpoint is dialled at its IP
+//!   and verified against the target's host name.
 
 mod balance;
 mod eject;
 mod endpoint;
+mod health;
 
 use std::fmt;
 use std::future::Future;
@@ -44,14 +50,18 @@ use tonic::{Code, Status};
 pub use balance::Balance;
 pub use eject::Ejection;
 pub use endpoint::{EndpointInfo, EndpointState};
+pub use health::Health;
+#[cfg(feature = "health")]
+pub use health::{HealthCheck, HealthMode};
 
-use balance::Candidate;
+use balance::{Candidate, Rank};
 use endpoint::{CallGuard, Endpoint, TrackedBody, grpc_code};
+use health::HealthCell;
 
 use crate::discover::resolve::{
     Context as ResolveContext, Refresh, Report, Resolver, ResolverOptions,
 };
-use crate::discover::{Address, DiscoveryError, ErrorKind, Target};
+use crate::discover::{Address, DiscoveryError, ErrorKind, Target, TargetKind};
 
 /// The error type of the pool's service: a boxed [`Status`] (tonic returns it as is).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,20 +102,47 @@ pub struct PoolBuilder {
     connect_timeout: Duration,
     configure: Option<Configure>,
     resolver: ResolverOptions,
+    #[cfg(feature = "health")]
+    health_check: Option<HealthCheck>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsSettings>,
+}
+
+/// A pool's TLS settings. Never printed: the config may hold a private key.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+struct TlsSettings {
+    config: tonic::transport::ClientTlsConfig,
+    identity: Option<tonic::transport::Identity>,
+    server_name: Option<String>,
+}
+
+#[cfg(feature = "tls")]
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("client_identity", &self.identity.as_ref().map(|_| "***"))
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for PoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PoolBuilder")
-            .field("target", &crate::discover::target::redact(&self.target))
+        let mut f = f.debug_struct("PoolBuilder");
+        f.field("target", &crate::discover::target::redact(&self.target))
             .field("balance", &self.balance)
             .field("ejection", &self.ejection)
             .field("refresh_interval", &self.refresh.interval)
             .field("min_re_resolve_interval", &self.refresh.min_interval)
             .field("first_resolution_wait", &self.first_resolution_wait)
             .field("connect_timeout", &self.connect_timeout)
-            .field("resolver", &self.resolver)
-            .finish_non_exhaustive()
+            .field("resolver", &self.resolver);
+        #[cfg(feature = "health")]
+        f.field("health_check", &self.health_check);
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        f.finish_non_exhaustive()
     }
 }
 
@@ -126,6 +163,10 @@ impl PoolBuilder {
             connect_timeout: Duration::from_secs(5),
             configure: None,
             resolver: ResolverOptions::default(),
+            #[cfg(feature = "health")]
+            health_check: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -179,6 +220,76 @@ impl PoolBuilder {
         self
     }
 
+    /// Probes every endpoint with the standard gRPC health protocol and keeps those that
+    /// do not answer `SERVING` out of rotation (see [`HealthCheck`]). Default: none; only
+    /// failed calls take an endpoint out ([`Ejection`]).
+    #[cfg(feature = "health")]
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.health_check = Some(check);
+        self
+    }
+
+    /// Connects to every endpoint with TLS (feature `tls`). Default: plain HTTP/2, except
+    /// that an `https://` target needs this.
+    ///
+    /// Each endpoint is dialled at its own IP, but its certificate is verified against
+    /// the target's host name, which is also sent as SNI:
+    /// `dns:///auth-service.nova.svc.cluster.local:8083` verifies
+    /// `auth-service.nova.svc.cluster.local` whatever pod IP it resolves to, and
+    /// `dns:///_grpc._tcp.auth-service.nova.svc.cluster.local` verifies the name without
+    /// its `_grpc._tcp.` labels. Static, Consul and etcd targets verify each endpoint's
+    /// own host (an IP needs an IP SAN); [`tls_server_name`](Self::tls_server_name)
+    /// sets one name for all. Any `domain_name` in `config` is replaced by that name.
+    ///
+    /// Trust roots come from `config` (`ca_certificate`, or tonic's `with_native_roots`
+    /// / `with_webpki_roots` when their features are on). A client certificate for mTLS
+    /// is `config.identity(...)` or [`tls_identity`](Self::tls_identity).
+    ///
+    /// A failed handshake (unknown issuer, wrong name, a client certificate refused) is a
+    /// connection failure: the call gets `UNAVAILABLE` naming the endpoint and the TLS
+    /// error, and the failure counts toward the endpoint's ejection.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: tonic::transport::ClientTlsConfig) -> Self {
+        match &mut self.tls {
+            Some(tls) => tls.config = config,
+            None => {
+                self.tls = Some(TlsSettings {
+                    config,
+                    identity: None,
+                    server_name: None,
+                })
+            }
+        }
+        self
+    }
+
+    /// The client certificate and key presented to endpoints that ask for one (mTLS).
+    /// Turns TLS on with an empty [`ClientTlsConfig`](tonic::transport::ClientTlsConfig)
+    /// if [`tls`](Self::tls) was not called. Default: none. The key is never printed.
+    #[cfg(feature = "tls")]
+    pub fn tls_identity(mut self, identity: tonic::transport::Identity) -> Self {
+        self.tls_settings().identity = Some(identity);
+        self
+    }
+
+    /// The one name every endpoint's certificate is verified against (and sent as SNI).
+    /// Turns TLS on like [`tls_identity`](Self::tls_identity). Default: the target's
+    /// host name, as [`tls`](Self::tls) describes.
+    #[cfg(feature = "tls")]
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_settings().server_name = Some(name.into());
+        self
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_settings(&mut self) -> &mut TlsSettings {
+        self.tls.get_or_insert_with(|| TlsSettings {
+            config: tonic::transport::ClientTlsConfig::new(),
+            identity: None,
+            server_name: None,
+        })
+    }
+
     /// DNS settings. Default: [`DnsOptions::default`](crate::discover::DnsOptions).
     #[cfg(feature = "dns")]
     pub fn dns(mut self, options: crate::discover::DnsOptions) -> Self {
@@ -209,6 +320,19 @@ impl PoolBuilder {
         if self.refresh.interval.is_zero() {
             return Err(invalid("refresh_interval must be above zero".into()));
         }
+        #[cfg(feature = "health")]
+        if let Some(check) = &self.health_check {
+            check.validate().map_err(invalid)?;
+        }
+        #[cfg(feature = "tls")]
+        let tls_on = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls_on = false;
+        if target.uses_tls() && !tls_on {
+            return Err(invalid(
+                "`https://` targets need TLS settings: PoolBuilder::tls (feature `tls`)".into(),
+            ));
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             DiscoveryError::new(
                 ErrorKind::NoRuntime,
@@ -219,6 +343,7 @@ impl PoolBuilder {
         let resolver = Resolver::new(&target, &self.resolver)?;
         let (reports, _) = watch::channel(0u64);
         let (generation, _) = watch::channel(0u64);
+        let (health_changes, _) = watch::channel(0u64);
         let state = Arc::new(State {
             target,
             balance: self.balance,
@@ -234,6 +359,12 @@ impl PoolBuilder {
             turn: AtomicUsize::new(0),
             re_resolve: Arc::new(Notify::new()),
             eject_lock: Mutex::new(()),
+            health_changes: Arc::new(health_changes),
+            runtime: runtime.clone(),
+            #[cfg(feature = "health")]
+            health_check: self.health_check.map(Arc::new),
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         });
         let ctx = ResolveContext {
             sink: state.clone(),
@@ -248,7 +379,8 @@ impl PoolBuilder {
 
     /// Like [`build`](Self::build), then waits for the first resolution: an error if it
     /// failed or found no endpoints (or took longer than
-    /// [`first_resolution_wait`](Self::first_resolution_wait)).
+    /// [`first_resolution_wait`](Self::first_resolution_wait)). With health checks, it
+    /// also waits (at most their timeout) for each endpoint's first answer.
     pub async fn build_resolved(self) -> Result<Pool, DiscoveryError> {
         let pool = self.build()?;
         pool.inner.state.wait_first_resolution().await;
@@ -267,6 +399,7 @@ impl PoolBuilder {
                 ),
             });
         }
+        state.wait_first_health().await;
         Ok(pool)
     }
 }
@@ -338,6 +471,12 @@ impl Pool {
     pub async fn ready(&self) {
         self.inner.state.wait_first_resolution().await;
     }
+
+    /// A receiver of the health generation, bumped each time an endpoint's
+    /// [`Health`] changes (`changed().await` to wait for the next change).
+    pub fn health_changes(&self) -> watch::Receiver<u64> {
+        self.inner.state.health_changes.subscribe()
+    }
 }
 
 impl fmt::Debug for Pool {
@@ -387,11 +526,27 @@ pub(crate) struct State {
     re_resolve: Arc<Notify>,
     /// Held while deciding an ejection, so that the share limit holds.
     eject_lock: Mutex<()>,
+    /// Health changes so far (every endpoint's cell bumps it).
+    health_changes: Arc<watch::Sender<u64>>,
+    /// Where probe tasks run.
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
+    runtime: tokio::runtime::Handle,
+    #[cfg(feature = "health")]
+    health_check: Option<Arc<HealthCheck>>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsSettings>,
 }
 
 impl Candidate for Arc<Endpoint> {
-    fn ejected(&self, now: u64) -> bool {
-        self.is_ejected(now)
+    fn rank(&self, now: u64) -> Rank {
+        if self.is_ejected(now) {
+            return Rank::Out;
+        }
+        match self.health.get() {
+            Health::Pending => Rank::Pending,
+            h if h.is_out() => Rank::Out,
+            _ => Rank::Ready,
+        }
     }
     fn load(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -424,6 +579,29 @@ impl State {
     async fn wait_first_resolution(&self) {
         let mut rx = self.reports.subscribe();
         let _ = tokio::time::timeout(self.first_resolution_wait, rx.wait_for(|n| *n > 0)).await;
+    }
+
+    /// With health checks: waits until every endpoint has answered once, at most the
+    /// checks' timeout (and a little for the first connection).
+    async fn wait_first_health(&self) {
+        #[cfg(feature = "health")]
+        if let Some(check) = &self.health_check {
+            let mut rx = self.health_changes.subscribe();
+            let pending = || {
+                self.snapshot()
+                    .iter()
+                    .any(|e| e.health.get() == Health::Pending)
+            };
+            let limit = check.timeout + Duration::from_millis(200);
+            let _ = tokio::time::timeout(limit, async {
+                while pending() {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     fn pick(&self) -> Result<Arc<Endpoint>, Status> {
@@ -475,15 +653,79 @@ impl State {
         }
     }
 
+    /// ` (TLS, verifying `name`)` for messages about a TLS endpoint; empty otherwise.
+    fn tls_note(&self, address: &Address) -> String {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return format!(" (TLS, verifying `{}`)", self.tls_server_name(tls, address));
+        }
+        let _ = address;
+        String::new()
+    }
+
+    /// The name an endpoint's certificate is verified against.
+    #[cfg(feature = "tls")]
+    fn tls_server_name(&self, tls: &TlsSettings, address: &Address) -> String {
+        if let Some(name) = &tls.server_name {
+            return name.clone();
+        }
+        tls_name_of(&self.target, address)
+    }
+
     fn channel_for(&self, address: &Address) -> Result<Channel, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(address.uri())
+        #[cfg(feature = "tls")]
+        let uri = match &self.tls {
+            Some(_) => format!("https://{address}"),
+            None => address.uri(),
+        };
+        #[cfg(not(feature = "tls"))]
+        let uri = address.uri();
+        let endpoint = tonic::transport::Endpoint::from_shared(uri)
             .map_err(|e| format!("{address}: {e}"))?
             .connect_timeout(self.connect_timeout);
+        #[cfg(feature = "tls")]
+        let endpoint = match &self.tls {
+            Some(tls) => {
+                let mut config = tls
+                    .config
+                    .clone()
+                    .domain_name(self.tls_server_name(tls, address));
+                if let Some(identity) = &tls.identity {
+                    config = config.identity(identity.clone());
+                }
+                endpoint
+                    .tls_config(config)
+                    .map_err(|e| format!("{address}: tls settings: {}", error_chain(&e)))?
+            }
+            None => endpoint,
+        };
         let endpoint = match &self.configure {
             Some(f) => f(endpoint),
             None => endpoint,
         };
         Ok(endpoint.connect_lazy())
+    }
+
+    /// A new endpoint, with its health probe started when the pool has health checks.
+    fn new_endpoint(&self, address: Address, channel: Channel) -> Endpoint {
+        #[cfg(feature = "health")]
+        if let Some(check) = &self.health_check {
+            let cell = Arc::new(HealthCell::new(
+                Health::Pending,
+                self.health_changes.clone(),
+            ));
+            let probe = health::Probe {
+                cell: cell.clone(),
+                channel: channel.clone(),
+                check: check.clone(),
+                target: Arc::from(self.target.to_string()),
+                endpoint: address.to_string(),
+            };
+            let task = self.runtime.spawn(health::run(probe)).abort_handle();
+            return Endpoint::new(address, channel, cell, Some(task));
+        }
+        let cell = HealthCell::new(Health::NotChecked, self.health_changes.clone());
+        Endpoint::new(address, channel, Arc::new(cell), None)
     }
 
     fn apply(&self, mut addresses: Vec<Address>) {
@@ -502,7 +744,7 @@ impl State {
                 continue;
             }
             match self.channel_for(&address) {
-                Ok(channel) => next.push(Arc::new(Endpoint::new(address, channel))),
+                Ok(channel) => next.push(Arc::new(self.new_endpoint(address, channel))),
                 Err(e) => tracing::warn!(target = %self.target, error = %e, "endpoint skipped"),
             }
         }
@@ -606,7 +848,61 @@ impl tower::Service<http::Request<Body>> for Pool {
     }
 }
 
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The name a TLS endpoint of `target` is verified against: a DNS target's name (an SRV
+/// name without its `_service._proto.` labels), else the endpoint's own host.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+fn tls_name_of(target: &Target, address: &Address) -> String {
+    match target.kind() {
+        TargetKind::Dns(dns) => {
+            let name = dns.name.trim_end_matches('.');
+            if dns.is_srv() {
+                let mut labels = name.split('.').peekable();
+                while labels.peek().is_some_and(|l| l.starts_with('_')) {
+                    labels.next();
+                }
+                labels.collect::<Vec<_>>().join(".")
+            } else {
+                name.to_string()
+            }
+        }
+        _ => address.host().to_string(),
+    }
+}
+
+/// A status's message and the causes behind it (tonic's message for a failed connection
+/// is only "transport error").
+#[cfg_attr(not(feature = "health"), allow(dead_code))]
+pub(crate) fn status_detail(status: &Status) -> String {
+    let mut out = status.message().to_string();
+    if let Some(source) = std::error::Error::source(status) {
+        let causes = error_chain(source);
+        if !out.contains(&causes) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&causes);
+        }
+    }
+    out
+}
+
+/// An error and its causes, `: `-separated, each said once (tonic's own message for a
+/// failed connection is only "transport error").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(e) = source {
         if e.is::<tonic::TimeoutExpired>() {
@@ -657,13 +953,16 @@ async fn send(
             }
             let address = call.endpoint().address.clone();
             call.failed();
-            let status = Status::from_error(error);
             Err(Box::new(Status::new(
                 Code::Unavailable,
                 format!(
-                    "endpoint {address} of `{}`: {}",
+                    "endpoint {address} of `{}`{}: {}",
                     state.target,
-                    status.message()
+                    state.tls_note(&address),
+                    match error.downcast_ref::<Status>() {
+                        Some(status) => status.message().to_string(),
+                        None => error_chain(&*error),
+                    }
                 ),
             )))
         }
