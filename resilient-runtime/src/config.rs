@@ -357,6 +357,7 @@ fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
                 .next()
                 .unwrap_or("")
                 .trim();
+            let snippet: String = snippet.escape_debug().collect();
             let key = if snippet.is_empty() || snippet.len() > 80 {
                 format!("{source}:{line}")
             } else {

@@ -176,8 +176,14 @@ impl Drop for CallGuard {
     }
 }
 
-/// The `grpc-status` in a header or trailer map.
+/// The `grpc-status` in a header or trailer map, as it bears on the endpoint: an
+/// `UNAVAILABLE` that carries `resilient-circuit-open` comes from a breaker inside the
+/// endpoint's service (its own dependency is down), so it says nothing against the
+/// endpoint and reads as no status.
 pub(crate) fn grpc_code(headers: &http::HeaderMap) -> Option<i32> {
+    if headers.contains_key(crate::CIRCUIT_OPEN_METADATA) {
+        return None;
+    }
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -241,5 +247,22 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_open_circuit_is_not_the_endpoints_failure() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", http::HeaderValue::from_static("14"));
+        assert_eq!(grpc_code(&h), Some(UNAVAILABLE));
+        h.insert(
+            crate::CIRCUIT_OPEN_METADATA,
+            http::HeaderValue::from_static("auth-service/ValidateToken"),
+        );
+        assert_eq!(grpc_code(&h), None);
     }
 }
