@@ -550,14 +550,10 @@ impl Core {
         }
     }
 
-    /// A success in the closed state: clears the failure streak, which most of the time
-    /// is already clear (one shared read, no write). Returns false, doing nothing, when
-    /// the breaker has a window: the success must then go through [`Core::record`].
+    /// Clears the failure streak of closed generation `generation_of_call`. Most of the
+    /// time there is none: one shared read, no write.
     #[inline]
-    pub(crate) fn record_closed_success(&self, generation_of_call: u64) -> bool {
-        if self.window.is_some() {
-            return false;
-        }
+    fn clear_failures(&self, generation_of_call: u64) {
         let v = self.failures.load(Ordering::Relaxed);
         if v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
             let _ = self.failures.compare_exchange(
@@ -567,6 +563,17 @@ impl Core {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// A success in the closed state: clears the failure streak, which most of the time
+    /// is already clear (one shared read, no write). Returns false, doing nothing, when
+    /// the breaker has a window: the success must then go through [`Core::record`].
+    #[inline]
+    pub(crate) fn record_closed_success(&self, generation_of_call: u64) -> bool {
+        if self.window.is_some() {
+            return false;
+        }
+        self.clear_failures(generation_of_call);
         true
     }
 
@@ -583,15 +590,7 @@ impl Core {
                 Outcome::Success => {
                     // Fast path: a success only has to clear a failure streak, and most of
                     // the time there is none, so this is one shared read and no write.
-                    let v = self.failures.load(Ordering::Relaxed);
-                    if v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
-                        let _ = self.failures.compare_exchange(
-                            v,
-                            tag(generation_of_call),
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
-                    }
+                    self.clear_failures(generation_of_call);
                     return None;
                 }
                 Outcome::Ignored => return None,
@@ -620,17 +619,7 @@ impl Core {
         }
         let mut reason = None;
         match outcome {
-            Outcome::Success => {
-                let v = self.failures.load(Ordering::Relaxed);
-                if v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
-                    let _ = self.failures.compare_exchange(
-                        v,
-                        tag(generation_of_call),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                }
-            }
+            Outcome::Success => self.clear_failures(generation_of_call),
             Outcome::Failure => {
                 let n = increment_tagged(&self.failures, generation_of_call)?;
                 if n >= self.limits.failure_threshold {
