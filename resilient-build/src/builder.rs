@@ -485,27 +485,110 @@ pub(crate) fn load(
     for proto in protos {
         compiler
             .open_file(proto.as_ref())
-            .map_err(|e| compile_error(&e, includes))?;
+            .map_err(|e| compile_error(&e, includes, proto.as_ref()))?;
     }
     Ok(compiler)
 }
 
 /// A protox error as `path:line:column: message`, with the file's path on disk.
-fn compile_error(error: &protox::Error, includes: &[PathBuf]) -> io::Error {
+fn compile_error(error: &protox::Error, includes: &[PathBuf], proto: &Path) -> io::Error {
     // protox's Debug output is `name:line:column: message` for syntax and type errors.
     let mut text = format!("{error:?}");
-    if let Some(name) = error.file() {
-        let on_disk = includes.iter().map(|i| i.join(name)).find(|p| p.is_file());
-        if let (Some(path), Some(rest)) = (on_disk, text.strip_prefix(name))
-            && rest.starts_with(':')
-        {
-            text = format!("{}{rest}", path.display());
+    let on_disk = match error.file() {
+        Some(name) => includes.iter().map(|i| i.join(name)).find(|p| p.is_file()),
+        None => Some(proto.to_path_buf()),
+    };
+    match (error.file(), on_disk) {
+        (Some(name), Some(path)) if text.starts_with(&format!("{name}:")) => {
+            text = format!("{}{}", path.display(), &text[name.len()..]);
         }
+        // An error without a place (a file cut short) still names the file, and its end.
+        (_, Some(path)) if !text.contains(&*path.to_string_lossy()) => {
+            let last_line = fs::read_to_string(&path).map_or(0, |source| source.lines().count());
+            text = if text.contains("end of file") && last_line > 0 {
+                format!("{}:{last_line}: {text}", path.display())
+            } else {
+                format!("{}: {text}", path.display())
+            };
+        }
+        _ => {}
+    }
+    // An option value's own parse error (which field, which value) is only reachable as
+    // the diagnostic's source.
+    let mut cause = miette::Diagnostic::diagnostic_source(error);
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text = format!("{text}: {inner_text}");
+        }
+        cause = inner.diagnostic_source();
+    }
+    if let Some(hint) = option_field_hint(&text) {
+        text = format!("{text}; {hint}");
     }
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("failed to compile protos: {text}"),
+        format!("failed to compile protos: {}", escape_controls(&text)),
     )
+}
+
+/// For `field 'NAME' not found for message 'resilient.v1.MESSAGE'`: where the field
+/// belongs when the other option message has it, else the nearest field name.
+fn option_field_hint(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("field '")?;
+    let (name, rest) = rest.split_once("' not found for message '")?;
+    let (message, _) = rest.split_once('\'')?;
+    let (option, other, other_option) = match message.strip_prefix(OPTIONS_PACKAGE)? {
+        ".Policy" => ("policy", "ServicePolicy", "service_policy)` on the service"),
+        ".ServicePolicy" => ("service_policy", "Policy", "policy)` on an rpc"),
+        _ => return None,
+    };
+    let pool = embedded_options_pool()?;
+    let fields = |message: &str| -> Vec<String> {
+        pool.get_message_by_name(&format!("{OPTIONS_PACKAGE}.{message}"))
+            .map(|m| m.fields().map(|f| f.name().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    if fields(other).iter().any(|f| f == name) {
+        return Some(format!(
+            "`{name}` is a field of `({OPTIONS_PACKAGE}.{other_option}, not of \
+             `({OPTIONS_PACKAGE}.{option})`"
+        ));
+    }
+    let own = fields(
+        message
+            .strip_prefix(OPTIONS_PACKAGE)?
+            .trim_start_matches('.'),
+    );
+    let nearest = policy::nearest(name, &own)?;
+    // Only a plausible typo is worth suggesting.
+    (policy::edit_distance(name, nearest) <= name.chars().count().div_ceil(3))
+        .then(|| format!("did you mean `{nearest}`?"))
+}
+
+/// The embedded options file alone, compiled: the source of truth for its field names.
+fn embedded_options_pool() -> Option<protox::prost_reflect::DescriptorPool> {
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(EmbeddedOptions);
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.open_file(OPTIONS_FILE).ok()?;
+    Some(compiler.descriptor_pool())
+}
+
+/// `text` with control characters escaped (`\u{1b}`), so that a proto cannot put an
+/// escape sequence or a line break into a build log through an error message.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Writes `content` unless the file already holds exactly that, so an unchanged build

@@ -580,7 +580,7 @@ pub(crate) fn nearest<'a>(wanted: &str, candidates: &'a [String]) -> Option<&'a 
 }
 
 /// Levenshtein distance over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     let mut current = vec![0; b.len() + 1];
@@ -816,11 +816,11 @@ fn validate_retry(path: &str, policy: &EffectivePolicy, problems: &mut Vec<Strin
             match codes::retryable(name) {
                 Ok(_) => {}
                 Err(BadCode::Ok) => problems.push(format!(
-                    "invalid policy for {path}: retryable_codes names \"{name}\" (set by \
+                    "invalid policy for {path}: retryable_codes names {name:?} (set by \
                      {source}), which is not an error and is never retried; remove it"
                 )),
                 Err(BadCode::Unknown { nearest }) => problems.push(format!(
-                    "invalid policy for {path}: retryable_codes names \"{name}\" (set by \
+                    "invalid policy for {path}: retryable_codes names {name:?} (set by \
                      {source}), which is not a gRPC status code; did you mean \"{nearest}\"?"
                 )),
             }

@@ -278,3 +278,53 @@ fn out_of_range_retry_and_bulkhead_values_are_rejected() {
         "{message}"
     );
 }
+
+#[test]
+fn option_value_errors_say_which_field_and_suggest_a_fix() {
+    let dir = TempDir::new("fields");
+    let path = dir.proto(&AUTH.replace("success_threshold: 0", "failure_treshold: 3"));
+    let message = dir.compile(resilient_build::configure());
+    assert_eq!(
+        message,
+        format!(
+            "failed to compile protos: {}:7:5: invalid value of type 'resilient.v1.Policy' for \
+             option '(resilient.v1.policy)': field 'failure_treshold' not found for message \
+             'resilient.v1.Policy'; did you mean `failure_threshold`?",
+            shown(&path)
+        )
+    );
+
+    dir.proto(&AUTH.replace("success_threshold: 0", "shared_breaker: true"));
+    let message = dir.compile(resilient_build::configure());
+    assert!(
+        message.ends_with(
+            "`shared_breaker` is a field of `(resilient.v1.service_policy)` on the service, not \
+             of `(resilient.v1.policy)`"
+        ),
+        "{message}"
+    );
+
+    dir.proto(&AUTH.replace("success_threshold: 0", "timeout_ms: -1"));
+    let message = dir.compile(resilient_build::configure());
+    assert!(
+        message.ends_with(
+            "expected value to be an unsigned 32-bit integer, but the value -1 is out of range"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_file_cut_short_names_the_file_and_its_last_line() {
+    let dir = TempDir::new("cut");
+    let path = dir.proto("syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n");
+    let message = dir.compile(resilient_build::configure());
+    assert_eq!(
+        message,
+        format!(
+            "failed to compile protos: {}:3: expected 'rpc', '}}', 'option' or ';', but reached end \
+             of file",
+            shown(&path)
+        )
+    );
+}
