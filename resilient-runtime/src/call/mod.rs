@@ -20,7 +20,9 @@
 //! **Retries** (idempotent RPCs with a retry policy): a failed attempt whose code is
 //! retryable is retried after a backoff with full jitter (or the server's
 //! `grpc-retry-pushback-ms`; a negative pushback stops retrying), while the service's
-//! retry budget allows and time is left. An open circuit is never retried.
+//! retry budget allows and time is left. An open circuit is never retried. Over a
+//! `Pool`, a retry goes to an endpoint the call has not tried while
+//! one is in rotation.
 //!
 //! **Bulkheads**: a call over the RPC's concurrency limit waits up to its `max_wait`,
 //! then fails at once with `RESOURCE_EXHAUSTED` naming the bulkhead.
@@ -47,6 +49,7 @@ use crate::classify::{Outcome, is_client_timeout};
 use crate::client::MethodRuntime;
 use crate::deadline::request_timeout;
 use crate::fallback::FallbackCause;
+use crate::retry::route::AttemptRoute;
 use crate::retry::{Pushback, backoff, pushback};
 use crate::spec::FallbackMode;
 
@@ -157,6 +160,8 @@ where
     let max_attempts = retry.map_or(1, |r| r.max_attempts);
     let mut message = Some(message);
     let mut extensions = Some(extensions);
+    // Which endpoints the attempts went to, so that a pool sends a retry elsewhere.
+    let route = (max_attempts > 1).then(AttemptRoute::default);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -186,6 +191,9 @@ where
         );
         if !headers_only {
             req.set_timeout(attempt_deadline);
+        }
+        if let Some(route) = &route {
+            req.extensions_mut().insert(route.clone());
         }
         let status = match tokio::time::timeout(attempt_deadline, call(req)).await {
             Ok(Ok(response)) => return Ok((response, permit)),

@@ -1,7 +1,7 @@
 //! Choosing an endpoint for one call: round-robin or power of two choices on in-flight
-//! calls, among the endpoints in rotation (not ejected, not unhealthy); while none is,
-//! among those whose health is not known yet; when every one is out, among all of them
-//! (panic mode).
+//! calls, among the endpoints in rotation (not ejected, not unhealthy) that the call has
+//! not tried yet; while none is, among those whose health is not known yet, then among
+//! those the call has tried; when every one is out, among all of them (panic mode).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -24,6 +24,9 @@ pub(crate) enum Rank {
     Ready,
     /// Health not known yet: used only while no endpoint is ready.
     Pending,
+    /// In rotation, but an earlier attempt of the same call went there: a retry or a
+    /// hedged attempt goes elsewhere while it can.
+    Tried,
     /// Ejected or unhealthy: used only when every endpoint is (panic mode).
     Out,
 }
@@ -136,6 +139,31 @@ mod tests {
             .map(|_| pick(&items, 0, Balance::RoundRobin, &turn, rng()).unwrap())
             .collect();
         assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn tried_endpoints_come_after_untried_ones_and_before_ejected_ones() {
+        let items = [
+            C {
+                rank: Rank::Tried,
+                load: 0,
+            },
+            c(false, 9),
+            c(true, 0),
+        ];
+        let turn = AtomicUsize::new(0);
+        for _ in 0..20 {
+            let at = pick(&items, 0, Balance::PowerOfTwoChoices, &turn, rng());
+            assert_eq!(at, Some(1), "the untried endpoint wins whatever its load");
+        }
+        let items = [
+            C {
+                rank: Rank::Tried,
+                load: 0,
+            },
+            c(true, 0),
+        ];
+        assert_eq!(pick(&items, 0, Balance::RoundRobin, &turn, rng()), Some(0));
     }
 
     #[test]

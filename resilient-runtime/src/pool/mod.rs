@@ -62,6 +62,7 @@ use crate::discover::resolve::{
     Context as ResolveContext, Refresh, Report, Resolver, ResolverOptions,
 };
 use crate::discover::{Address, DiscoveryError, ErrorKind, Target, TargetKind};
+use crate::retry::route::{AttemptRoute, EndpointKey};
 
 /// The error type of the pool's service: a boxed [`Status`] (tonic returns it as is).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -553,6 +554,29 @@ impl Candidate for Arc<Endpoint> {
     }
 }
 
+/// An endpoint as one call sees it: tried by an earlier attempt of the call, or not.
+struct Routed<'a> {
+    endpoint: &'a Arc<Endpoint>,
+    tried: bool,
+}
+
+impl Candidate for Routed<'_> {
+    fn rank(&self, now: u64) -> Rank {
+        match self.endpoint.rank(now) {
+            Rank::Out => Rank::Out,
+            _ if self.tried => Rank::Tried,
+            rank => rank,
+        }
+    }
+    fn load(&self) -> usize {
+        self.endpoint.load()
+    }
+}
+
+fn endpoint_key(endpoint: &Arc<Endpoint>) -> EndpointKey {
+    Arc::as_ptr(endpoint) as EndpointKey
+}
+
 impl State {
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -604,12 +628,32 @@ impl State {
         }
     }
 
-    fn pick(&self) -> Result<Arc<Endpoint>, Status> {
+    /// The endpoint for the next attempt; with a `route`, one the call has not tried
+    /// while the pool has one in rotation, and the choice is noted in the route.
+    fn pick(&self, route: Option<&AttemptRoute>) -> Result<Arc<Endpoint>, Status> {
         let endpoints = self.snapshot();
-        match balance::pick(&endpoints, self.now(), self.balance, &self.turn, |n| {
-            fastrand::usize(..n)
-        }) {
-            Some(i) => Ok(endpoints[i].clone()),
+        let random = |n| fastrand::usize(..n);
+        let now = self.now();
+        let chosen = match route {
+            None => balance::pick(&endpoints, now, self.balance, &self.turn, random),
+            Some(route) => {
+                let routed: Vec<Routed<'_>> = endpoints
+                    .iter()
+                    .map(|endpoint| Routed {
+                        endpoint,
+                        tried: route.tried(endpoint_key(endpoint)),
+                    })
+                    .collect();
+                balance::pick(&routed, now, self.balance, &self.turn, random)
+            }
+        };
+        match chosen {
+            Some(i) => {
+                if let Some(route) = route {
+                    route.chose(endpoint_key(&endpoints[i]));
+                }
+                Ok(endpoints[i].clone())
+            }
             None => Err(self.no_endpoints()),
         }
     }
@@ -832,12 +876,13 @@ impl tower::Service<http::Request<Body>> for Pool {
             return ResponseFuture {
                 inner: Box::pin(async move {
                     state.wait_first_resolution().await;
-                    let endpoint = state.pick().map_err(|s| Box::new(s) as BoxError)?;
+                    let route = request.extensions().get::<AttemptRoute>();
+                    let endpoint = state.pick(route).map_err(|s| Box::new(s) as BoxError)?;
                     send(state, endpoint, request).await
                 }),
             };
         }
-        match state.pick() {
+        match state.pick(request.extensions().get::<AttemptRoute>()) {
             Ok(endpoint) => ResponseFuture {
                 inner: Box::pin(send(state, endpoint, request)),
             },

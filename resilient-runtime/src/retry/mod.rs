@@ -2,6 +2,7 @@
 //! budget that bounds the extra load retries can add.
 
 mod budget;
+pub(crate) mod route;
 
 use std::time::Duration;
 

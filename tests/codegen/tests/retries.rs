@@ -13,7 +13,7 @@ use codegen_tests::test::flaky::v1::{FlakyReply, FlakyRequest};
 use resilient_runtime::bulkhead::is_bulkhead_rejection;
 use resilient_runtime::client::ServiceRuntime;
 use resilient_runtime::config::RuntimeConfig;
-use resilient_runtime::{Environment, is_circuit_open};
+use resilient_runtime::{Ejection, Environment, Pool, is_circuit_open};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -289,6 +289,63 @@ retry_budget_min_per_second = 1
     assert_eq!(load[0], CALLS);
     assert!(load[1] > CALLS, "some retries were allowed");
     assert!(ratio <= 1.25, "retries added {ratio:.3}x the load");
+}
+
+/// Starts a server and returns its state and address.
+async fn bare_server() -> (Arc<Flaky>, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flaky = Arc::new(Flaky::default());
+    let svc = flaky.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(FlakyServiceServer::new(Svc(svc)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (flaky, addr)
+}
+
+#[tokio::test]
+async fn over_a_pool_each_retry_goes_to_an_endpoint_the_call_has_not_tried() {
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(bare_server().await);
+    }
+    let list: Vec<String> = replicas.iter().map(|(_, a)| a.to_string()).collect();
+    // Ejection off: every replica stays in rotation although each fails every call.
+    let pool = Pool::builder(&format!("static:///{}", list.join(",")))
+        .ejection(Ejection::disabled())
+        .build_resolved()
+        .await
+        .unwrap();
+    let config = RuntimeConfig::from_toml_str(
+        "test.toml",
+        &format!("{RETRY_FAST}retry_budget_min_per_second = 1000\n"),
+    )
+    .unwrap();
+    let spec = FlakyServiceResilientClient::<Pool>::spec();
+    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+    let c = FlakyServiceResilientClient::with_runtime(FlakyServiceClient::new(pool), runtime);
+
+    const CALLS: usize = 30;
+    for i in 0..CALLS {
+        let status = c
+            .lookup(req(&format!("r{i}"), |r| r.always_fail = true))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    // Three attempts per call, one on each replica: never two on the same one.
+    for i in 0..CALLS {
+        let key = format!("r{i}");
+        let hits: Vec<u32> = replicas
+            .iter()
+            .map(|(f, _)| f.by_key.lock().unwrap().get(&key).copied().unwrap_or(0))
+            .collect();
+        assert_eq!(hits, [1, 1, 1], "call {key}: attempts per replica");
+    }
 }
 
 #[tokio::test]
