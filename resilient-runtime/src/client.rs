@@ -14,8 +14,11 @@ use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, ConfigError, Environm
 use crate::bulkhead::Bulkhead;
 use crate::classify::GrpcClassifier;
 use crate::config::{PolicyOverride, RuntimeConfig, code_from_name};
+use crate::hedge::Hedging;
 use crate::retry::{RetryBudget, RetryBudgetConfig};
-use crate::spec::{BulkheadSpec, CodeSet, FallbackMode, MethodSpec, RetrySpec, ServiceSpec};
+use crate::spec::{
+    BulkheadSpec, CodeSet, FallbackMode, HedgeSpec, MethodSpec, RetrySpec, RpcKind, ServiceSpec,
+};
 
 /// The deadline of an RPC that sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +39,7 @@ pub struct MethodRuntime {
     fallback: FallbackMode,
     classifier: GrpcClassifier,
     retry: Option<RetrySpec>,
+    hedge: Option<Hedging>,
     bulkhead: Option<Bulkhead>,
     budget: RetryBudget,
 }
@@ -45,6 +49,12 @@ impl MethodRuntime {
     /// (such RPCs are never retried, whatever the config says).
     pub fn retry(&self) -> Option<&RetrySpec> {
         self.retry.as_ref()
+    }
+
+    /// Its hedging policy: `None` when it sets none, or when the RPC is not an idempotent
+    /// unary one.
+    pub fn hedge(&self) -> Option<&Hedging> {
+        self.hedge.as_ref()
     }
 
     /// Its bulkhead, if it has a concurrency limit.
@@ -227,6 +237,14 @@ impl ServiceRuntime {
                 .flatten()
                 .find_map(|o| o.mode.map(|m| m.mode()));
             let retry = resolve_retry(&path, method, &layers);
+            let hedge = resolve_hedge(&path, method, &layers);
+            if hedge.is_some() && retry.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.hedge_max_attempts"),
+                    "hedging and retries exclude each other; set max_attempts = 1 to hedge, \
+                     or hedge_max_attempts = 1 to retry",
+                ));
+            }
             let bulkhead = resolve_bulkhead(method, &layers).map(|b| {
                 if b.shared {
                     shared_bulkhead
@@ -268,6 +286,7 @@ impl ServiceRuntime {
                 fallback,
                 classifier: GrpcClassifier::default(),
                 retry,
+                hedge,
                 bulkhead,
                 budget: budget.clone(),
             });
@@ -300,6 +319,7 @@ impl ServiceRuntime {
                 fallback: FallbackMode::DEFAULT,
                 classifier: GrpcClassifier::default(),
                 retry: None,
+                hedge: None,
                 bulkhead: None,
                 budget: budget.clone(),
             })
@@ -353,17 +373,7 @@ fn resolve_retry(
         return None;
     }
     let base = method.policy.retry.unwrap_or(RetrySpec::DEFAULT);
-    let retryable = set()
-        .find_map(|o| o.retryable_codes.as_ref())
-        .map(|names| {
-            let codes: Vec<i32> = names
-                .iter()
-                .filter_map(|n| code_from_name(n))
-                .map(|c| c as i32)
-                .collect();
-            CodeSet::of(&codes)
-        })
-        .unwrap_or(base.retryable);
+    let retryable = retryable_codes(layers).unwrap_or(base.retryable);
     let spec = RetrySpec {
         max_attempts: set()
             .find_map(|o| o.max_attempts)
@@ -384,6 +394,66 @@ fn resolve_retry(
             .or(base.attempt_timeout),
     };
     (spec.max_attempts > 1).then_some(spec)
+}
+
+/// The hedging policy of one RPC: runtime overrides over the build-time spec; none for an
+/// RPC that is not idempotent or not unary. Non-fatal codes are the retryable codes.
+fn resolve_hedge(
+    path: &str,
+    method: &MethodSpec,
+    layers: &[Option<&PolicyOverride>; 2],
+) -> Option<Hedging> {
+    let set = || layers.iter().flatten();
+    let asked = method.policy.hedge.is_some()
+        || set().any(|o| {
+            o.hedge_max_attempts.is_some()
+                || o.hedge_delay_ms.is_some()
+                || o.hedge_percentile.is_some()
+        });
+    if !asked {
+        return None;
+    }
+    if !method.idempotent || method.kind != RpcKind::Unary {
+        tracing::warn!(
+            rpc = path,
+            "hedging is configured but the RPC is not an idempotent unary one; it is never \
+             hedged"
+        );
+        return None;
+    }
+    let base = method.policy.hedge.unwrap_or(HedgeSpec::DEFAULT);
+    let spec = HedgeSpec {
+        max_attempts: set()
+            .find_map(|o| o.hedge_max_attempts)
+            .unwrap_or(base.max_attempts)
+            .clamp(1, 5),
+        delay: set()
+            .find_map(|o| o.hedge_delay_ms.map(Duration::from_millis))
+            .unwrap_or(base.delay),
+        percentile: match set().find_map(|o| o.hedge_percentile) {
+            Some(q) if q > 0.0 => Some(q),
+            Some(_) => None,
+            None => base.percentile,
+        },
+    };
+    let non_fatal = retryable_codes(layers)
+        .or(method.policy.retry.map(|r| r.retryable))
+        .unwrap_or(CodeSet::UNAVAILABLE);
+    (spec.max_attempts > 1).then(|| Hedging::new(spec, non_fatal))
+}
+
+/// The `retryable_codes` of the highest layer that sets them.
+fn retryable_codes(layers: &[Option<&PolicyOverride>; 2]) -> Option<CodeSet> {
+    let names = layers
+        .iter()
+        .flatten()
+        .find_map(|o| o.retryable_codes.as_ref())?;
+    let codes: Vec<i32> = names
+        .iter()
+        .filter_map(|n| code_from_name(n))
+        .map(|c| c as i32)
+        .collect();
+    Some(CodeSet::of(&codes))
 }
 
 fn resolve_bulkhead(

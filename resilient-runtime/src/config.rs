@@ -70,6 +70,15 @@ pub struct PolicyOverride {
     /// `shared_bulkhead`, as in build.rs and the proto option).
     #[serde(alias = "shared_bulkhead")]
     pub bulkhead_shared: Option<bool>,
+    /// Hedging: attempts in all, the first included (1 = no hedging; idempotent unary
+    /// RPCs only; excludes retries).
+    pub hedge_max_attempts: Option<u32>,
+    /// Hedging: the wait before a hedged attempt, in milliseconds, while the latency
+    /// percentile is not known (always, with `hedge_percentile = 0`).
+    pub hedge_delay_ms: Option<u64>,
+    /// Hedging: the quantile of recent latencies to wait before a hedged attempt
+    /// (0.5 to 0.999), or 0 for the fixed `hedge_delay_ms`.
+    pub hedge_percentile: Option<f64>,
     /// Retry budget (service tables): retries per request in the last 10 s.
     pub retry_budget_percent: Option<f64>,
     /// Retry budget (service tables): retries per second always allowed.
@@ -249,6 +258,25 @@ impl RuntimeConfig {
         }
         if entry.max_concurrent == Some(0) {
             return Err(zero("max_concurrent"));
+        }
+        if let Some(n) = entry.hedge_max_attempts
+            && !(1..=5).contains(&n)
+        {
+            return Err(ConfigError::new(
+                self.key(path, "hedge_max_attempts"),
+                "must be between 1 (no hedging) and 5",
+            ));
+        }
+        if entry.hedge_delay_ms == Some(0) {
+            return Err(zero("hedge_delay_ms"));
+        }
+        if let Some(q) = entry.hedge_percentile
+            && !(q == 0.0 || (0.5..=0.999).contains(&q))
+        {
+            return Err(ConfigError::new(
+                self.key(path, "hedge_percentile"),
+                "must be between 0.5 and 0.999 (or 0 for the fixed hedge_delay_ms)",
+            ));
         }
         if let Some(p) = entry.retry_budget_percent
             && !(p.is_finite() && (0.0..=10.0).contains(&p))

@@ -75,6 +75,8 @@ pub mod deadline;
 pub mod discover;
 #[cfg(feature = "grpc")]
 mod fallback;
+#[cfg(feature = "grpc")]
+pub mod hedge;
 #[cfg(feature = "discovery")]
 pub mod pool;
 #[cfg(feature = "grpc")]

@@ -128,6 +128,42 @@ impl Default for RetrySpec {
     }
 }
 
+/// Hedged attempts for an idempotent unary RPC: when the first attempt has not answered
+/// after a delay, another is sent (to another endpoint when the transport is a pool),
+/// the first answer wins and the others are cancelled. Hedging and retries exclude each
+/// other (as in gRPC's service config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgeSpec {
+    /// Attempts in all, the first included: 2 to 5.
+    pub max_attempts: u32,
+    /// The wait before each hedged attempt while the latency percentile is not known yet
+    /// (fewer than [`HedgeSpec::MIN_SAMPLES`] recent calls), and always when `percentile`
+    /// is `None`.
+    pub delay: Duration,
+    /// The quantile of the RPC's recent latencies (the last 10 to 20 s) to wait before
+    /// each hedged attempt, from 0.5 to 0.999: `0.95` hedges the slowest 5 %.
+    pub percentile: Option<f64>,
+}
+
+impl HedgeSpec {
+    /// 2 attempts, the second after the 95th percentile of recent latencies (50 ms until
+    /// it is known).
+    pub const DEFAULT: HedgeSpec = HedgeSpec {
+        max_attempts: 2,
+        delay: Duration::from_millis(50),
+        percentile: Some(0.95),
+    };
+
+    /// Recent calls needed before the percentile replaces the fixed delay.
+    pub const MIN_SAMPLES: u32 = 20;
+}
+
+impl Default for HedgeSpec {
+    fn default() -> Self {
+        HedgeSpec::DEFAULT
+    }
+}
+
 /// A limit on concurrent calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkheadSpec {
@@ -161,6 +197,8 @@ pub struct PolicySpec {
     pub retry: Option<RetrySpec>,
     /// A concurrency limit.
     pub bulkhead: Option<BulkheadSpec>,
+    /// Hedged attempts (idempotent unary RPCs only).
+    pub hedge: Option<HedgeSpec>,
 }
 
 impl PolicySpec {
@@ -175,6 +213,7 @@ impl PolicySpec {
         fallback: None,
         retry: None,
         bulkhead: None,
+        hedge: None,
     };
 }
 

@@ -289,10 +289,21 @@ impl CircuitBreaker {
 
     /// Tells observers that a call through this breaker is retried.
     pub fn notify_retry(&self, attempt: u32, backoff: Duration) {
+        self.notify_attempt(attempt, backoff, false);
+    }
+
+    /// Tells observers that a hedged attempt (number `attempt`) of a call through this
+    /// breaker is sent after `waited` with no answer.
+    pub fn notify_hedge(&self, attempt: u32, waited: Duration) {
+        self.notify_attempt(attempt, waited, true);
+    }
+
+    fn notify_attempt(&self, attempt: u32, backoff: Duration, hedged: bool) {
         let event = crate::observe::RetryEvent {
             breaker: self.inner.labels(),
             attempt,
             backoff,
+            hedged,
         };
         for o in self.inner.observers.iter() {
             o.on_retry(&event);

@@ -24,6 +24,11 @@
 //! `Pool`, a retry goes to an endpoint the call has not tried while
 //! one is in rotation.
 //!
+//! **Hedging** (idempotent unary RPCs with a hedge policy, instead of retries): when the
+//! first attempt has not answered after the hedge delay (a percentile of recent
+//! latencies), another is sent, to an endpoint not tried yet over a `Pool`; the first
+//! success wins and the others are cancelled. Hedges draw on the retry budget.
+//!
 //! **Bulkheads**: a call over the RPC's concurrency limit waits up to its `max_wait`,
 //! then fails at once with `RESOURCE_EXHAUSTED` naming the bulkhead.
 //!
@@ -33,6 +38,7 @@
 //! request message; the executor keeps a copy only when a retry, a timeout or a failure
 //! could need it.
 
+mod hedged;
 mod streaming;
 
 use std::future::Future;
@@ -288,7 +294,11 @@ where
     let mode = fallback_mode(method, fallback_enabled);
     let _slot = enter_bulkhead(method).await?;
     let keep = mode.timeout || mode.failure;
-    match attempts(method, request, keep, false, call).await {
+    let ended = match method.hedge() {
+        Some(hedging) => hedged::hedged(method, hedging, request, call).await,
+        None => attempts(method, request, keep, false, call).await,
+    };
+    match ended {
         Ok((response, permit)) => {
             method.breaker().notify_status(Code::Ok);
             permit.record(Outcome::Success);

@@ -90,8 +90,12 @@ pub struct RetryEvent<'a> {
     pub breaker: BreakerLabels<'a>,
     /// The attempt that failed (1 = the first).
     pub attempt: u32,
-    /// How long the call waits before the next attempt.
+    /// How long the call waits before the next attempt (for a hedge: how long it waited
+    /// for an answer before sending it).
     pub backoff: Duration,
+    /// Whether the next attempt is a hedge, sent while the earlier ones are still in
+    /// flight, rather than a retry of a failed one.
+    pub hedged: bool,
 }
 
 /// A call was rejected by a full bulkhead (it never reached the breaker).

@@ -22,6 +22,10 @@ use tonic::{Code, Request, Response, Status};
 struct Flaky {
     by_key: Mutex<HashMap<String, u32>>,
     total: AtomicU32,
+    /// Added to every answer's delay: a slow replica.
+    slow_ms: AtomicU32,
+    /// Answers that got to the end (a cancelled call's handler is dropped before).
+    finished: AtomicU32,
 }
 
 impl Flaky {
@@ -33,9 +37,11 @@ impl Flaky {
             *n += 1;
             *n
         };
-        if req.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
+        let delay = req.delay_ms + self.slow_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay.into())).await;
         }
+        self.finished.fetch_add(1, Ordering::SeqCst);
         if req.always_fail || hits <= req.fail_times {
             let code = if req.code == 0 {
                 Code::Unavailable
@@ -346,6 +352,125 @@ async fn over_a_pool_each_retry_goes_to_an_endpoint_the_call_has_not_tried() {
             .collect();
         assert_eq!(hits, [1, 1, 1], "call {key}: attempts per replica");
     }
+}
+
+const HEDGE_30MS: &str = r#"
+[".test.flaky.v1.FlakyService"]
+failure_threshold = 1000
+retry_budget_min_per_second = 1000
+# build.rs gives the service retries; hedging replaces them
+max_attempts = 1
+hedge_max_attempts = 2
+hedge_delay_ms = 30
+hedge_percentile = 0
+"#;
+
+/// A client over a pool of `replicas` (ejection off) with the policies in `config`.
+async fn pool_client(
+    replicas: &[(Arc<Flaky>, std::net::SocketAddr)],
+    config: &str,
+) -> FlakyServiceResilientClient<Pool> {
+    let list: Vec<String> = replicas.iter().map(|(_, a)| a.to_string()).collect();
+    let pool = Pool::builder(&format!("static:///{}", list.join(",")))
+        .ejection(Ejection::disabled())
+        .build_resolved()
+        .await
+        .unwrap();
+    let config = RuntimeConfig::from_toml_str("test.toml", config).unwrap();
+    let spec = FlakyServiceResilientClient::<Pool>::spec();
+    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+    FlakyServiceResilientClient::with_runtime(FlakyServiceClient::new(pool), runtime)
+}
+
+#[tokio::test]
+async fn a_hedge_goes_to_another_replica_wins_and_cancels_the_slow_attempt() {
+    let slow = bare_server().await;
+    let fast = bare_server().await;
+    slow.0.slow_ms.store(1_000, Ordering::SeqCst);
+    let c = pool_client(&[slow.clone(), fast.clone()], HEDGE_30MS).await;
+    assert!(c.runtime().method(0).hedge().is_some(), "Lookup is hedged");
+    assert!(
+        c.runtime().method(1).hedge().is_none(),
+        "Create is not idempotent: never hedged"
+    );
+
+    const CALLS: u32 = 20;
+    let mut worst = Duration::ZERO;
+    for i in 0..CALLS {
+        let started = Instant::now();
+        let reply = c.lookup(req(&format!("h{i}"), |_| {})).await.unwrap();
+        assert_eq!(reply.get_ref().hits, 1);
+        worst = worst.max(started.elapsed());
+    }
+    let to_slow = slow.0.total.load(Ordering::SeqCst);
+    let to_fast = fast.0.total.load(Ordering::SeqCst);
+    println!(
+        "hedging: {CALLS} calls, {to_slow} first sent to the 1 s replica, worst call {worst:?}"
+    );
+    // Every call was answered by the fast replica, the slow one's attempts were hedged.
+    assert_eq!(to_fast, CALLS);
+    assert!(to_slow > 0, "the balancer never picked the slow replica");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a call waited for the slow replica: {worst:?}"
+    );
+    // The losers were cancelled: no slow handler ran to its end.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(slow.0.finished.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_sends_the_hedge_at_once_and_a_fatal_code_ends_the_call() {
+    let failing = bare_server().await;
+    let fast = bare_server().await;
+    // hedge_delay_ms = 10 s: any hedge seen here was sent because an attempt failed.
+    let config = HEDGE_30MS.replace("hedge_delay_ms = 30", "hedge_delay_ms = 10000");
+    let c = pool_client(&[failing.clone(), fast.clone()], &config).await;
+    for i in 0..10 {
+        let started = Instant::now();
+        // Each replica fails the first attempt it gets for a key: UNAVAILABLE is
+        // non-fatal, so the second attempt goes to the other replica at once.
+        let reply = c.lookup(req(&format!("u{i}"), |r| r.fail_times = 1)).await;
+        let status = reply.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "both attempts failed");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(
+        failing.0.total.load(Ordering::SeqCst) + fast.0.total.load(Ordering::SeqCst),
+        20,
+        "two attempts per call, no more (hedge_max_attempts = 2)"
+    );
+    // INVALID_ARGUMENT is fatal: one attempt, its answer is the call's.
+    let status = c
+        .lookup(req("fatal", |r| {
+            r.always_fail = true;
+            r.code = Code::InvalidArgument as i32;
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        failing.0.total.load(Ordering::SeqCst) + fast.0.total.load(Ordering::SeqCst),
+        21
+    );
+}
+
+#[test]
+fn hedging_and_retries_exclude_each_other() {
+    let config = RuntimeConfig::from_toml_str(
+        "test.toml",
+        "[\".test.flaky.v1.FlakyService.Lookup\"]\nmax_attempts = 3\nhedge_max_attempts = 2\n",
+    )
+    .unwrap();
+    let spec = FlakyServiceResilientClient::<Channel>::spec();
+    let error = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(".test.flaky.v1.FlakyService.Lookup.hedge_max_attempts"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("exclude each other"), "{error}");
 }
 
 #[tokio::test]

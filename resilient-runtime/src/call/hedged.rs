@@ -1,0 +1,195 @@
+//! The attempts of a hedged unary call: the first attempt, then another each time the
+//! hedge delay passes with no answer (up to the policy's attempts, while the breaker
+//! admits them and the retry budget allows). The first success wins; the attempts still
+//! in flight are dropped, which cancels their HTTP/2 streams and frees their breaker
+//! permits without a verdict. A failure with a non-fatal code lets the others go on and
+//! sends the next hedge at once; any other failure is the call's answer. One deadline
+//! covers every attempt.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use tonic::{Code, Extensions, Request, Response, Status};
+
+use super::{Deadline, Ended, caller_deadline_passed, open_cause, timeout_cause};
+use crate::breaker::OwnedPermit;
+use crate::classify::{Outcome, is_client_timeout};
+use crate::client::MethodRuntime;
+use crate::hedge::Hedging;
+use crate::retry::route::AttemptRoute;
+
+/// One attempt in flight.
+struct Attempt<CF> {
+    response: Pin<Box<CF>>,
+    permit: OwnedPermit,
+    sent: Instant,
+}
+
+/// What woke the call up.
+enum Event<T> {
+    /// Attempt `i` answered.
+    Answered(usize, Result<Response<T>, Status>),
+    /// The hedge delay passed.
+    Hedge,
+    /// The call's deadline passed.
+    Deadline,
+}
+
+/// Runs a hedged call. `keep_message` keeps the request message for a fallback.
+pub(super) async fn hedged<M, T, C, CF>(
+    method: &MethodRuntime,
+    hedging: &Hedging,
+    request: Request<M>,
+    mut call: C,
+) -> Result<(Response<T>, OwnedPermit), Ended<M>>
+where
+    M: Clone,
+    C: FnMut(Request<M>) -> CF,
+    CF: Future<Output = Result<Response<T>, Status>>,
+{
+    let breaker = method.breaker();
+    let deadline = Deadline::of(method, request.metadata());
+    let (metadata, extensions, message) = request.into_parts();
+    if deadline.total.is_zero() {
+        return Err(Ended::Other(caller_deadline_passed()));
+    }
+    method.retry_budget().deposit();
+    let started = tokio::time::Instant::now();
+    let deadline_at = started + deadline.total;
+    let route = AttemptRoute::default();
+    let mut extensions = Some(extensions);
+    let mut send = |permit: OwnedPermit| {
+        let mut req = Request::from_parts(
+            metadata.clone(),
+            extensions.take().unwrap_or_else(Extensions::new),
+            message.clone(),
+        );
+        let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
+        req.set_timeout(left);
+        req.extensions_mut().insert(route.clone());
+        Attempt {
+            response: Box::pin(call(req)),
+            permit,
+            sent: Instant::now(),
+        }
+    };
+
+    let first = match breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(open) => return Err(Ended::Open(open_cause(breaker, open), message)),
+    };
+    let max_attempts = hedging.spec().max_attempts;
+    let mut in_flight = vec![send(first)];
+    let mut sent = 1u32;
+    let mut hedging_on = true;
+    let hedge_timer = tokio::time::sleep(hedging.delay());
+    let deadline_timer = tokio::time::sleep_until(deadline_at);
+    tokio::pin!(hedge_timer, deadline_timer);
+    let mut last_failure: Option<Status> = None;
+
+    loop {
+        let event = std::future::poll_fn(|cx| {
+            for (i, attempt) in in_flight.iter_mut().enumerate() {
+                if let Poll::Ready(result) = attempt.response.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Answered(i, result));
+                }
+            }
+            if hedging_on && sent < max_attempts && hedge_timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Hedge);
+            }
+            if deadline_timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Answered(i, Ok(response)) => {
+                let attempt = in_flight.swap_remove(i);
+                hedging.record(attempt.sent.elapsed());
+                return Ok((response, attempt.permit));
+            }
+            Event::Answered(i, Err(status)) if !is_client_timeout(&status) => {
+                let attempt = in_flight.swap_remove(i);
+                let outcome = if deadline.set_by_caller && status.code() == Code::DeadlineExceeded {
+                    Outcome::Ignored
+                } else {
+                    method.classifier().classify_status(&status)
+                };
+                breaker.notify_status(status.code());
+                attempt.permit.record(outcome);
+                let non_fatal =
+                    hedging.non_fatal().contains(status.code()) && !crate::is_circuit_open(&status);
+                if !non_fatal {
+                    // A definite answer: the attempts still in flight are cancelled.
+                    return Err(if outcome == Outcome::Failure {
+                        Ended::Failure(status, Some(message))
+                    } else {
+                        Ended::Other(status)
+                    });
+                }
+                last_failure = Some(status);
+                if hedging_on && sent < max_attempts {
+                    // Send the next hedge now rather than after the delay.
+                    hedge_timer.as_mut().reset(tokio::time::Instant::now());
+                } else if in_flight.is_empty() {
+                    break;
+                }
+            }
+            // tonic's own deadline (the grpc-timeout it was given) fired for this one.
+            Event::Answered(..) | Event::Deadline => {
+                breaker.notify_status(Code::DeadlineExceeded);
+                // One timeout for the call, whichever attempt carries it.
+                let mut attempts = in_flight.drain(..);
+                if let Some(first) = attempts.next() {
+                    if deadline.set_by_caller {
+                        first.permit.record(Outcome::Ignored);
+                    } else {
+                        first.permit.timed_out();
+                    }
+                }
+                for other in attempts {
+                    other.permit.record(Outcome::Ignored);
+                }
+                let cause = timeout_cause(breaker, deadline.total);
+                return Err(Ended::Timeout(cause, Some(message)));
+            }
+            Event::Hedge => {
+                let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
+                let permit = if left.is_zero() || !method.retry_budget().try_withdraw() {
+                    None
+                } else {
+                    breaker.try_acquire_owned().ok()
+                };
+                match permit {
+                    Some(permit) => {
+                        sent += 1;
+                        let delay = hedging.delay();
+                        breaker.notify_hedge(sent, delay);
+                        in_flight.push(send(permit));
+                        hedge_timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + delay);
+                    }
+                    // The budget is spent or the circuit opened: no more hedges.
+                    None => {
+                        hedging_on = false;
+                        if in_flight.is_empty() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Every attempt failed with a non-fatal code and no hedge is left.
+    let status = last_failure.unwrap_or_else(|| Status::unavailable("no attempt was made"));
+    let failure = method.classifier().classify_status(&status) == Outcome::Failure;
+    Err(if failure {
+        Ended::Failure(status, Some(message))
+    } else {
+        Ended::Other(status)
+    })
+}
