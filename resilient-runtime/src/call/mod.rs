@@ -121,6 +121,7 @@ async fn enter_bulkhead(method: &MethodRuntime) -> Result<Option<BulkheadPermit>
     match bulkhead.acquire().await {
         Ok(permit) => Ok(Some(permit)),
         Err(full) => {
+            tokio::task::coop::consume_budget().await;
             method.breaker().notify_bulkhead_rejection(full.name());
             Err(full.into_status())
         }
@@ -349,6 +350,10 @@ where
 {
     match ended {
         Ended::Open(cause, message) => {
+            // A rejection never waits, so a loop that calls an open circuit would never
+            // give the runtime back: spend tokio's cooperative budget, which yields now
+            // and then, as a socket read would.
+            tokio::task::coop::consume_budget().await;
             serve(breaker, mode.open, cause, |c| fallback(message, c)).await
         }
         Ended::Timeout(cause, Some(message)) if mode.timeout => {

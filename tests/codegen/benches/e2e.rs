@@ -19,8 +19,13 @@
 //!    contains the text, and `E2E_CONFIG=<text>` the configurations whose criterion group
 //!    name (`unary/1_in_flight`, ...) contains it.
 //!
-//! The time to fail over when a replica dies belongs to the discovery pool and is not
-//! measured here.
+//! 3. a failover pass (`e2e/failover.rs`): three replicas under load, one killed; the
+//!    calls that failed and the time to fail over, for the resilient client over a `Pool`
+//!    and raw tonic over `Channel::balance_list`. `E2E_FAILOVER_RUNS` sets the runs
+//!    (default 5; 0 skips it).
+
+#[path = "e2e/failover.rs"]
+mod failover;
 
 use std::future::Future;
 use std::hint::black_box;
@@ -638,6 +643,19 @@ fn main() {
             config: std::env::var("E2E_CONFIG").unwrap_or_default(),
         };
         latency_pass(&rt, &contenders, secs, &filter);
+    }
+    let runs: usize = match std::env::var("E2E_FAILOVER_RUNS") {
+        Ok(v) => v.parse().expect("E2E_FAILOVER_RUNS: a number of runs"),
+        Err(_) if benching => 5,
+        Err(_) => 1,
+    };
+    if runs > 0 {
+        let window = if benching {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_millis(600)
+        };
+        failover::failover_pass(&rt, runs, window);
     }
     let errors = ERRORS.load(Ordering::Relaxed);
     if errors > 0 {

@@ -182,6 +182,36 @@ async fn open_circuit_goes_to_the_fallback_without_calling() {
 }
 
 #[tokio::test]
+async fn a_loop_on_an_open_circuit_does_not_starve_the_runtime() {
+    // One thread: a task that never gives it back would keep every other task waiting.
+    let server = start().await;
+    let c = client(server.url()).await;
+    c.breaker("Echo").unwrap().force_open();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    const CAP: u32 = 200_000;
+    let spinner = tokio::spawn({
+        let (c, stop) = (c.clone(), stop.clone());
+        async move {
+            let mut calls = 0;
+            while calls < CAP && !stop.load(Ordering::SeqCst) {
+                let err = c.echo(req("x")).await.unwrap_err();
+                assert!(is_circuit_open(&err));
+                calls += 1;
+            }
+            calls
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    stop.store(true, Ordering::SeqCst);
+    let calls = spinner.await.unwrap();
+    assert!(
+        calls < CAP,
+        "the rejecting loop never yielded: the timer task ran only after {calls} calls"
+    );
+    assert_eq!(server.hits.echo(), 0);
+}
+
+#[tokio::test]
 async fn not_found_passes_through_and_does_not_count() {
     let server = start().await;
     let c = client(server.url()).await;
