@@ -13,7 +13,10 @@ use std::time::Duration;
 use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, ConfigError, Environment, Mode};
 use crate::bulkhead::Bulkhead;
 use crate::classify::GrpcClassifier;
+use tonic::metadata::{Ascii, MetadataValue};
+
 use crate::config::{PolicyOverride, RuntimeConfig, code_from_name};
+use crate::deadline::grpc_timeout_value;
 use crate::hedge::Hedging;
 use crate::retry::{RetryBudget, RetryBudgetConfig};
 use crate::spec::{
@@ -36,6 +39,8 @@ pub struct MethodRuntime {
     spec: &'static MethodSpec,
     breaker: CircuitBreaker,
     timeout: Duration,
+    /// `timeout` as a `grpc-timeout` value, formatted once.
+    timeout_header: MetadataValue<Ascii>,
     fallback: FallbackMode,
     classifier: GrpcClassifier,
     retry: Option<RetrySpec>,
@@ -80,6 +85,11 @@ impl MethodRuntime {
     /// Its deadline.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Its deadline as a `grpc-timeout` header value.
+    pub(crate) fn timeout_header(&self) -> &MetadataValue<Ascii> {
+        &self.timeout_header
     }
 
     /// The causes that go to a fallback.
@@ -283,6 +293,7 @@ impl ServiceRuntime {
                 spec: method,
                 breaker,
                 timeout,
+                timeout_header: grpc_timeout_value(timeout),
                 fallback,
                 classifier: GrpcClassifier::default(),
                 retry,
@@ -311,11 +322,8 @@ impl ServiceRuntime {
                     .labels(logical.clone(), m.name)
                     .build()
                     .unwrap_or_else(|_| CircuitBreaker::new(CircuitBreakerConfig::default())),
-                timeout: m
-                    .policy
-                    .timeout
-                    .filter(|t| !t.is_zero())
-                    .unwrap_or(DEFAULT_TIMEOUT),
+                timeout: lenient_timeout(m),
+                timeout_header: grpc_timeout_value(lenient_timeout(m)),
                 fallback: FallbackMode::DEFAULT,
                 classifier: GrpcClassifier::default(),
                 retry: None,
@@ -350,6 +358,15 @@ impl ServiceRuntime {
             .find(|m| m.spec.name == rpc)
             .map(|m| &m.breaker)
     }
+}
+
+/// The build-time deadline of an RPC, or the default one when it is unset or zero.
+fn lenient_timeout(method: &MethodSpec) -> Duration {
+    method
+        .policy
+        .timeout
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT)
 }
 
 /// The retry policy of one RPC: runtime overrides over the build-time spec; none for an

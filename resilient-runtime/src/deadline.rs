@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 
 /// The header carrying a call's deadline.
 pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
@@ -27,6 +27,28 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// A `grpc-timeout` value for `timeout`, in the finest unit whose count fits the 8 digits
+/// the protocol allows (what `Request::set_timeout` writes). Durations beyond 99 999 999
+/// hours are capped.
+pub fn grpc_timeout_value(timeout: Duration) -> MetadataValue<Ascii> {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    let (count, unit) = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ]
+    .into_iter()
+    .map(|(per, unit)| (nanos / per, unit))
+    .find(|(count, _)| *count <= MAX)
+    .unwrap_or((MAX, 'H'));
+    let text = format!("{count}{unit}");
+    MetadataValue::try_from(text.as_str()).unwrap_or_else(|_| MetadataValue::from_static("0n"))
 }
 
 /// The deadline a caller set on a request (`Request::set_timeout`), if any.
@@ -54,6 +76,34 @@ mod tests {
         );
         for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S", "5 S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn writes_what_it_reads_in_at_most_eight_digits() {
+        for (timeout, text) in [
+            (Duration::from_millis(300), "300000u"),
+            (Duration::from_nanos(7), "7n"),
+            (Duration::from_secs(2), "2000000u"),
+            (Duration::from_secs(200), "200000m"),
+            (Duration::from_secs(86_400 * 365), "31536000S"),
+            (Duration::from_secs(86_400 * 365 * 10), "5256000M"),
+            (Duration::MAX, "99999999H"),
+        ] {
+            let value = grpc_timeout_value(timeout);
+            assert_eq!(value.to_str().unwrap(), text, "{timeout:?}");
+            let back = parse_grpc_timeout(text).unwrap();
+            assert!(back <= timeout, "{timeout:?} came back as {back:?}");
+        }
+        // the same as tonic's own
+        for ms in [1, 300, 2_000, 30_000, 7_200_000] {
+            let timeout = Duration::from_millis(ms);
+            let mut r = tonic::Request::new(());
+            r.set_timeout(timeout);
+            assert_eq!(
+                request_timeout(r.metadata()),
+                parse_grpc_timeout(grpc_timeout_value(timeout).to_str().unwrap())
+            );
         }
     }
 

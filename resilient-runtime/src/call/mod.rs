@@ -163,7 +163,8 @@ where
     if retry.is_some() {
         method.retry_budget().deposit();
     }
-    let started = Instant::now();
+    // Without retries the only attempt gets the whole deadline: no clock read needed.
+    let started = retry.is_some().then(Instant::now);
     let max_attempts = retry.map_or(1, |r| r.max_attempts);
     let mut message = Some(message);
     let mut extensions = Some(extensions);
@@ -179,7 +180,9 @@ where
                 return Err(Ended::Open(cause, message.take().expect("kept")));
             }
         };
-        let left = deadline.total.saturating_sub(started.elapsed());
+        let left = started.map_or(deadline.total, |s| {
+            deadline.total.saturating_sub(s.elapsed())
+        });
         let attempt_deadline = retry
             .and_then(|r| r.attempt_timeout)
             .map_or(left, |t| t.min(left));
@@ -197,7 +200,7 @@ where
             this_message,
         );
         if !headers_only {
-            req.set_timeout(attempt_deadline);
+            set_timeout(method, &mut req, attempt_deadline);
         }
         if let Some(route) = &route {
             req.extensions_mut().insert(route.clone());
@@ -255,6 +258,19 @@ where
     }
 }
 
+/// Sends `deadline` as the request's `grpc-timeout`; the RPC's own deadline, the usual
+/// case, uses the header value formatted when the client was built.
+fn set_timeout<M>(method: &MethodRuntime, request: &mut Request<M>, deadline: Duration) {
+    if deadline == method.timeout() {
+        request.metadata_mut().insert(
+            crate::deadline::GRPC_TIMEOUT_HEADER,
+            method.timeout_header().clone(),
+        );
+    } else {
+        request.set_timeout(deadline);
+    }
+}
+
 /// How long to wait before retrying, or `None` when the call must not be retried:
 /// the server pushed back with a negative value, the wait would outlast the deadline, or
 /// the retry budget is spent.
@@ -262,10 +278,11 @@ fn retry_wait(
     method: &MethodRuntime,
     attempt: u32,
     status: Option<&Status>,
-    started: Instant,
+    started: Option<Instant>,
     deadline: Deadline,
 ) -> Option<Duration> {
     let spec = method.retry()?;
+    let started = started?;
     let wait = match status.map(pushback) {
         Some(Pushback::Stop) => return None,
         Some(Pushback::After(d)) => d,
@@ -391,7 +408,7 @@ where
         Err(open) => return Err(Ended::Open(open_cause(breaker, open), ())),
     };
     if !headers_only {
-        request.set_timeout(deadline.total);
+        set_timeout(method, &mut request, deadline.total);
     }
     let status = match tokio::time::timeout(deadline.total, call(request)).await {
         Ok(Ok(response)) => return Ok((response, permit)),
