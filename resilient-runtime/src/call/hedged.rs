@@ -11,9 +11,12 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
 
-use tonic::{Code, Extensions, Request, Response, Status};
+use tonic::{Extensions, Request, Response, Status};
 
-use super::{Deadline, Ended, caller_deadline_passed, open_cause, timeout_cause};
+use super::{
+    Deadline, Ended, caller_deadline_passed, open_cause, record_status, record_timeout,
+    timeout_cause,
+};
 use crate::breaker::OwnedPermit;
 use crate::classify::{Outcome, is_client_timeout};
 use crate::client::MethodRuntime;
@@ -113,22 +116,13 @@ where
             }
             Event::Answered(i, Err(status)) if !is_client_timeout(&status) => {
                 let attempt = in_flight.swap_remove(i);
-                let outcome = if deadline.set_by_caller && status.code() == Code::DeadlineExceeded {
-                    Outcome::Ignored
-                } else {
-                    method.classifier().classify_status(&status)
-                };
-                breaker.notify_status(status.code());
-                attempt.permit.record(outcome);
+                let outcome =
+                    record_status(method, attempt.permit, &status, deadline.set_by_caller);
                 let non_fatal =
                     hedging.non_fatal().contains(status.code()) && !crate::is_circuit_open(&status);
                 if !non_fatal {
                     // A definite answer: the attempts still in flight are cancelled.
-                    return Err(if outcome == Outcome::Failure {
-                        Ended::Failure(status, Some(message))
-                    } else {
-                        Ended::Other(status)
-                    });
+                    return Err(Ended::after(status, outcome, Some(message)));
                 }
                 last_failure = Some(status);
                 if hedging_on && sent < max_attempts {
@@ -140,15 +134,10 @@ where
             }
             // tonic's own deadline (the grpc-timeout it was given) fired for this one.
             Event::Answered(..) | Event::Deadline => {
-                breaker.notify_status(Code::DeadlineExceeded);
                 // One timeout for the call, whichever attempt carries it.
                 let mut attempts = in_flight.drain(..);
                 if let Some(first) = attempts.next() {
-                    if deadline.set_by_caller {
-                        first.permit.record(Outcome::Ignored);
-                    } else {
-                        first.permit.timed_out();
-                    }
+                    record_timeout(method, first.permit, deadline.set_by_caller);
                 }
                 for other in attempts {
                     other.permit.record(Outcome::Ignored);
@@ -186,10 +175,6 @@ where
     }
     // Every attempt failed with a non-fatal code and no hedge is left.
     let status = last_failure.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-    let failure = method.classifier().classify_status(&status) == Outcome::Failure;
-    Err(if failure {
-        Ended::Failure(status, Some(message))
-    } else {
-        Ended::Other(status)
-    })
+    let outcome = method.classifier().classify_status(&status);
+    Err(Ended::after(status, outcome, Some(message)))
 }

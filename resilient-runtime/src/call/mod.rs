@@ -209,12 +209,7 @@ where
             Ok(Ok(response)) => return Ok((response, permit)),
             Ok(Err(status)) if !is_client_timeout(&status) => status,
             _elapsed => {
-                breaker.notify_status(Code::DeadlineExceeded);
-                if binding && deadline.set_by_caller {
-                    permit.record(Outcome::Ignored);
-                } else {
-                    permit.timed_out();
-                }
+                record_timeout(method, permit, binding && deadline.set_by_caller);
                 let code_retryable =
                     retry.is_some_and(|r| r.retryable.contains(Code::DeadlineExceeded));
                 if !binding
@@ -230,16 +225,7 @@ where
                 return Err(Ended::Timeout(cause, message.take()));
             }
         };
-        // A DEADLINE_EXCEEDED from a dependency that was given only what was left of the
-        // caller's budget says nothing about the dependency.
-        let outcome =
-            if binding && deadline.set_by_caller && status.code() == Code::DeadlineExceeded {
-                Outcome::Ignored
-            } else {
-                method.classifier().classify_status(&status)
-            };
-        breaker.notify_status(status.code());
-        permit.record(outcome);
+        let outcome = record_status(method, permit, &status, binding && deadline.set_by_caller);
         let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
             && !crate::is_circuit_open(&status);
         if may_retry
@@ -250,11 +236,49 @@ where
             tokio::time::sleep(wait).await;
             continue;
         }
-        return Err(if outcome == Outcome::Failure {
-            Ended::Failure(status, message.take())
+        return Err(Ended::after(status, outcome, message.take()));
+    }
+}
+
+impl<M> Ended<M> {
+    /// How a call ends on `status`: a failure (which may go to the fallback, with the
+    /// request `message`), or any other status, passed on as it is.
+    fn after(status: Status, outcome: Outcome, message: Option<M>) -> Ended<M> {
+        if outcome == Outcome::Failure {
+            Ended::Failure(status, message)
         } else {
             Ended::Other(status)
-        });
+        }
+    }
+}
+
+/// Records an attempt that answered `status` and returns its outcome. A
+/// `DEADLINE_EXCEEDED` under `callers_budget` (the dependency was given only what was left
+/// of the caller's time) says nothing about the dependency: ignored.
+fn record_status(
+    method: &MethodRuntime,
+    permit: OwnedPermit,
+    status: &Status,
+    callers_budget: bool,
+) -> Outcome {
+    let outcome = if callers_budget && status.code() == Code::DeadlineExceeded {
+        Outcome::Ignored
+    } else {
+        method.classifier().classify_status(status)
+    };
+    method.breaker().notify_status(status.code());
+    permit.record(outcome);
+    outcome
+}
+
+/// Records an attempt whose deadline passed: a timeout, or nothing when the deadline was
+/// the caller's (`callers_budget`).
+fn record_timeout(method: &MethodRuntime, permit: OwnedPermit, callers_budget: bool) {
+    method.breaker().notify_status(Code::DeadlineExceeded);
+    if callers_budget {
+        permit.record(Outcome::Ignored);
+    } else {
+        permit.timed_out();
     }
 }
 
@@ -414,30 +438,15 @@ where
         Ok(Ok(response)) => return Ok((response, permit)),
         Ok(Err(status)) if !is_client_timeout(&status) => status,
         _elapsed => {
-            breaker.notify_status(Code::DeadlineExceeded);
-            if deadline.set_by_caller {
-                permit.record(Outcome::Ignored);
-            } else {
-                permit.timed_out();
-            }
+            record_timeout(method, permit, deadline.set_by_caller);
             return Err(Ended::Timeout(
                 timeout_cause(breaker, deadline.total),
                 Some(()),
             ));
         }
     };
-    let outcome = if deadline.set_by_caller && status.code() == Code::DeadlineExceeded {
-        Outcome::Ignored
-    } else {
-        method.classifier().classify_status(&status)
-    };
-    breaker.notify_status(status.code());
-    permit.record(outcome);
-    Err(if outcome == Outcome::Failure {
-        Ended::Failure(status, Some(()))
-    } else {
-        Ended::Other(status)
-    })
+    let outcome = record_status(method, permit, &status, deadline.set_by_caller);
+    Err(Ended::after(status, outcome, Some(())))
 }
 
 /// Runs a client-streaming call. The fallback receives only the cause: the request
