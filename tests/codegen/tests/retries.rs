@@ -75,17 +75,7 @@ impl FlakyService for Svc {
 }
 
 async fn server() -> (Arc<Flaky>, Channel) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let flaky = Arc::new(Flaky::default());
-    let svc = flaky.clone();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(FlakyServiceServer::new(Svc(svc)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let (flaky, addr) = bare_server().await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
