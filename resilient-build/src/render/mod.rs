@@ -5,6 +5,7 @@ pub(crate) mod docs;
 mod fallback;
 
 use std::io;
+use std::ops::Range;
 
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
@@ -99,6 +100,36 @@ pub(crate) fn hide_client_module(tonic_code: &str, module: &str) -> io::Result<S
     }
 }
 
+/// Formats `code` except its `formatted` byte ranges (in order, not overlapping), which
+/// are copied as they are.
+///
+/// prost-build writes its messages unformatted, while tonic's services and our modules
+/// arrive formatted. prettyplease prints top-level items one after the other, so
+/// formatting only the unformatted stretches gives the same text as a pass over the whole
+/// file, without parsing and printing the formatted code a second time.
+pub(crate) fn format_rest(code: &str, formatted: &[Range<usize>]) -> io::Result<String> {
+    let mut out = String::with_capacity(code.len() + code.len() / 4);
+    let mut at = 0;
+    for range in formatted {
+        format_items(&code[at..range.start], &mut out)?;
+        out.push_str(&code[range.clone()]);
+        at = range.end;
+    }
+    format_items(&code[at..], &mut out)?;
+    Ok(out)
+}
+
+/// Appends `items` (prost's Rust source, whole items), formatted, to `out`.
+fn format_items(items: &str, out: &mut String) -> io::Result<()> {
+    if items.trim().is_empty() {
+        return Ok(());
+    }
+    let file = syn::parse_file(items)
+        .map_err(|e| internal(&format!("prost's output does not parse: {e}")))?;
+    out.push_str(&prettyplease::unparse(&file));
+    Ok(())
+}
+
 /// Parses and formats generated tokens.
 fn format(tokens: TokenStream) -> io::Result<String> {
     let file = syn::parse2::<syn::File>(tokens)
@@ -121,8 +152,31 @@ fn rust_type(text: &str) -> io::Result<syn::Type> {
     })
 }
 
-fn internal(what: &str) -> io::Error {
+pub(crate) fn internal(what: &str) -> io::Error {
     io::Error::other(format!(
         "resilient-build internal error: {what}; please report this with the proto that causes it"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_rest_formats_around_formatted_ranges() {
+        let formatted = "pub mod m {\n    pub fn kept( ) {}\n}\n";
+        let code = format!("pub struct A{{x:u32}}\n{formatted}pub enum B{{X}}");
+        let start = code.find(formatted).unwrap();
+        let range = start..start + formatted.len();
+        let out = format_rest(&code, std::slice::from_ref(&range)).unwrap();
+        assert_eq!(
+            out,
+            format!("pub struct A {{\n    x: u32,\n}}\n{formatted}pub enum B {{\n    X,\n}}\n")
+        );
+        // Nothing formatted yet: one pass over everything.
+        assert_eq!(format_rest("fn f(){}", &[]).unwrap(), "fn f() {}\n");
+        assert_eq!(format_rest(" \n", &[]).unwrap(), "");
+        let error = format_rest("fn f(", &[]).unwrap_err().to_string();
+        assert!(error.contains("prost's output does not parse"), "{error}");
+    }
 }
