@@ -833,6 +833,9 @@ message Ping {}
         assert!(!auth.contains("pub mod auth_service_client"), "{auth}");
         assert!(auth.contains("\nmod auth_service_client {"), "{auth}");
         assert!(auth.contains("#![allow(unreachable_pub)]"), "{auth}");
+        let code = &auth[leading_comments(&auth)..];
+        let whole = prettyplease::unparse(&syn::parse_file(code).expect("the file parses"));
+        assert!(whole == code, "not formatted as a whole:\n{auth}");
         assert!(auth.contains("pub fn new(transport: T) -> Self"));
         assert!(!auth.contains("pub fn into_inner"));
     }

@@ -75,29 +75,24 @@ pub(crate) fn render_service(
 /// resilient client next to it can reach the raw client.
 ///
 /// The module keeps tonic's `#![allow(..)]`s and gets `#![allow(unreachable_pub)]`, as
-/// its items stay `pub` inside a now private module.
+/// its items stay `pub` inside a now private module. `tonic_code` is tonic's formatted
+/// output, where the module starts a line of its own: editing that line keeps the code
+/// formatted without parsing and printing it again.
 pub(crate) fn hide_client_module(tonic_code: &str, module: &str) -> io::Result<String> {
-    let mut file = syn::parse_file(tonic_code)
-        .map_err(|e| internal(&format!("tonic's output does not parse: {e}")))?;
-    let mut found = false;
-    for item in &mut file.items {
-        if let syn::Item::Mod(item) = item
-            && item.ident == module
-        {
-            item.vis = syn::Visibility::Inherited;
-            // Inner, next to tonic's own `#![allow(..)]`: clippy rejects a mix of styles.
-            item.attrs
-                .push(syn::parse_quote!(#![allow(unreachable_pub)]));
-            found = true;
-        }
-    }
-    if found {
-        Ok(prettyplease::unparse(&file))
-    } else {
-        Err(internal(&format!(
-            "tonic's output has no module `{module}`"
-        )))
-    }
+    let public = format!("pub mod {module} {{\n");
+    let at = tonic_code
+        .match_indices(&public)
+        .map(|(at, _)| at)
+        .find(|&at| at == 0 || tonic_code[..at].ends_with('\n'))
+        .ok_or_else(|| internal(&format!("tonic's output has no module `{module}`")))?;
+    let mut code = String::with_capacity(tonic_code.len() + 32);
+    code.push_str(&tonic_code[..at]);
+    // Inner, as tonic's own `#![allow(..)]`: clippy rejects a mix of styles.
+    code.push_str("mod ");
+    code.push_str(module);
+    code.push_str(" {\n    #![allow(unreachable_pub)]\n");
+    code.push_str(&tonic_code[at + public.len()..]);
+    Ok(code)
 }
 
 /// Formats `code` except its `formatted` byte ranges (in order, not overlapping), which
@@ -178,5 +173,30 @@ mod tests {
         assert_eq!(format_rest(" \n", &[]).unwrap(), "");
         let error = format_rest("fn f(", &[]).unwrap_err().to_string();
         assert!(error.contains("prost's output does not parse"), "{error}");
+    }
+
+    #[test]
+    fn hide_client_module_edits_only_the_module_line() {
+        let tonic = "/// Generated client implementations.\n\
+                     pub mod s_client {\n    #![allow(dead_code)]\n    pub struct SClient;\n}\n\
+                     /// Generated server implementations.\n\
+                     pub mod s_server {\n    /// Not `pub mod s_client {`.\n    pub struct SServer;\n}\n";
+        let hidden = hide_client_module(tonic, "s_client").unwrap();
+        assert_eq!(
+            hidden,
+            tonic.replace(
+                "pub mod s_client {\n",
+                "mod s_client {\n    #![allow(unreachable_pub)]\n"
+            )
+        );
+        assert_eq!(
+            prettyplease::unparse(&syn::parse_file(&hidden).unwrap()),
+            hidden,
+            "still formatted"
+        );
+        let error = hide_client_module(tonic, "t_client")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no module `t_client`"), "{error}");
     }
 }
