@@ -384,12 +384,12 @@ impl Builder {
             // prost prepends its own `// @generated` line once the code is generated, so
             // the recorded ranges count from the end of it; syn would drop it as a comment.
             let (header, code) = content.split_at(leading_comments(&content));
-            let done = match packages.get(&module).and_then(|p| formatted.get(p)) {
+            let package = packages.get(&module).map_or("", String::as_str);
+            let done = match formatted.get(package) {
                 Some(layout) if layout.len == code.len() => layout.formatted.as_slice(),
                 Some(_) => {
                     return Err(render::internal(&format!(
-                        "prost's output for package `{}` is not the code it generated",
-                        module.to_file_name_or("_")
+                        "prost's output for package `{package}` is not the code it generated"
                     )));
                 }
                 None => &[],
