@@ -1,5 +1,6 @@
 //! Build-script time: `resilient_build::configure().compile_protos` against plain
-//! tonic-prost-build fed the same protox descriptors, on the protos of `tests/codegen`.
+//! tonic-prost-build fed the same protox descriptors, on two sets of protos: those of
+//! `tests/codegen` and the nova services of `examples/nova-demo` (`proto/nova`).
 //! Results: `docs/bench-e2e.md` at the workspace root.
 //!
 //! Both write into an output directory that persists across iterations, as `OUT_DIR`
@@ -17,25 +18,53 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// Root protos compiled in one call, and the include directory they sit under.
+struct Protos {
+    /// Prefix of the benchmark names: empty for `tests/codegen`, the first set measured.
+    label: &'static str,
+    /// The include directory, relative to this crate.
+    dir: &'static str,
+    /// The root protos, relative to `dir`.
+    roots: &'static [&'static str],
+}
+
+impl Protos {
+    fn dir(&self) -> PathBuf {
+        crate_dir().join(self.dir)
+    }
+
+    fn roots(&self) -> Vec<PathBuf> {
+        self.roots.iter().map(|p| self.dir().join(p)).collect()
+    }
+}
+
 /// The root protos of `tests/codegen/build.rs`, in one call.
-const PROTOS: [&str; 5] = [
-    "nova/auth/v1/auth.proto",
-    "test/echo/v1/echo.proto",
-    "test/a/v1/catalog.proto",
-    "test/hops/v1/hops.proto",
-    "test/nested/deep/v1/keywords.proto",
-];
+const CODEGEN: Protos = Protos {
+    label: "",
+    dir: "../tests/codegen/proto",
+    roots: &[
+        "nova/auth/v1/auth.proto",
+        "test/echo/v1/echo.proto",
+        "test/a/v1/catalog.proto",
+        "test/hops/v1/hops.proto",
+        "test/nested/deep/v1/keywords.proto",
+    ],
+};
+
+/// The root protos of `examples/nova-demo/build.rs`.
+const NOVA: Protos = Protos {
+    label: "nova: ",
+    dir: "../proto",
+    roots: &[
+        "nova/auth/v1/auth.proto",
+        "nova/user/v1/user.proto",
+        "nova/content/v1/content.proto",
+        "nova/media/v1/media.proto",
+    ],
+};
 
 fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn proto_dir() -> PathBuf {
-    crate_dir().join("../tests/codegen/proto")
-}
-
-fn protos() -> Vec<PathBuf> {
-    PROTOS.iter().map(|p| proto_dir().join(p)).collect()
 }
 
 /// A fresh, empty output directory `name` of this process, under the system's temp dir.
@@ -49,24 +78,22 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// protox with the includes resilient-build uses: the test protos, the options proto
-/// (resilient-build embeds it; here it comes from disk), and the google well-known types
-/// (protox's default).
-fn parse() -> protox::Compiler {
-    let includes = [proto_dir(), crate_dir().join("proto")];
+/// protox with the includes resilient-build uses: the protos' directory, the options
+/// proto (resilient-build embeds it; here it comes from disk), and the google well-known
+/// types (protox's default).
+fn parse(protos: &Protos) -> protox::Compiler {
+    let includes = [protos.dir(), crate_dir().join("proto")];
     let mut compiler = protox::Compiler::new(includes).expect("protox include paths");
     compiler.include_imports(true).include_source_info(true);
-    for proto in protos() {
-        compiler
-            .open_file(proto.strip_prefix(proto_dir()).expect("under proto/"))
-            .expect("the test protos compile");
+    for proto in protos.roots {
+        compiler.open_file(proto).expect("the protos compile");
     }
     compiler
 }
 
 /// What a plain tonic user's build.rs does with protox: parse, then tonic-prost-build.
-fn plain(out: &Path) {
-    let mut fds = parse().file_descriptor_set();
+fn plain(protos: &Protos, out: &Path) {
+    let mut fds = parse(protos).file_descriptor_set();
     fds.file.retain(|f| f.package() != "resilient.v1");
     tonic_prost_build::configure()
         .out_dir(out)
@@ -75,11 +102,11 @@ fn plain(out: &Path) {
         .expect("tonic-prost-build");
 }
 
-fn resilient(out: &Path) {
+fn resilient(protos: &Protos, out: &Path) {
     resilient_build::configure()
         .out_dir(out)
         .emit_rerun_if_changed(false)
-        .compile_protos(&protos(), &[proto_dir()])
+        .compile_protos(&protos.roots(), &[protos.dir()])
         .expect("resilient-build");
 }
 
@@ -106,7 +133,17 @@ fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
 }
 
 fn build_time(c: &mut Criterion) {
-    let (plain_out, resilient_out) = (out_dir("plain"), out_dir("resilient"));
+    let sets = [CODEGEN, NOVA];
+    let outs: Vec<(PathBuf, PathBuf)> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            (
+                out_dir(&format!("plain-{i}")),
+                out_dir(&format!("resilient-{i}")),
+            )
+        })
+        .collect();
     // Wall time, as cargo waits for a build script; then CPU time, which other processes
     // competing for the cores do not inflate.
     for clock in ["wall", "cpu"] {
@@ -118,10 +155,17 @@ fn build_time(c: &mut Criterion) {
             });
         };
         bench("protox parse only", &|| {
-            black_box(parse().file_descriptor_set());
+            black_box(parse(&CODEGEN).file_descriptor_set());
         });
-        bench("plain tonic-prost-build", &|| plain(&plain_out));
-        bench("resilient-build", &|| resilient(&resilient_out));
+        for (protos, (plain_out, resilient_out)) in sets.iter().zip(&outs) {
+            let label = protos.label;
+            bench(&format!("{label}plain tonic-prost-build"), &|| {
+                plain(protos, plain_out)
+            });
+            bench(&format!("{label}resilient-build"), &|| {
+                resilient(protos, resilient_out)
+            });
+        }
         group.finish();
     }
 
@@ -141,14 +185,16 @@ fn build_time(c: &mut Criterion) {
         names.sort();
         names
     };
-    let (plain_files, resilient_files) = (rust_files(&plain_out), rust_files(&resilient_out));
-    if !plain_files.is_empty() && !resilient_files.is_empty() {
-        assert_eq!(
-            plain_files, resilient_files,
-            "the two routes generated different packages"
-        );
+    for (plain_out, resilient_out) in &outs {
+        let (plain_files, resilient_files) = (rust_files(plain_out), rust_files(resilient_out));
+        if !plain_files.is_empty() && !resilient_files.is_empty() {
+            assert_eq!(
+                plain_files, resilient_files,
+                "the two routes generated different packages"
+            );
+        }
     }
-    let _ = std::fs::remove_dir_all(plain_out.parent().expect("per-process dir"));
+    let _ = std::fs::remove_dir_all(outs[0].0.parent().expect("per-process dir"));
 }
 
 criterion_group! {

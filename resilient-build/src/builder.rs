@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -323,14 +324,19 @@ impl Builder {
             .build_server(self.build_server)
             .service_generator();
         let errors = Rc::new(RefCell::new(Vec::new()));
+        let formatted = Rc::new(RefCell::new(HashMap::new()));
         let generator = ResilientServiceGenerator {
             tonic,
             plans,
             errors: Rc::clone(&errors),
+            formatted: Rc::clone(&formatted),
         };
 
         let mut config = prost_build::Config::new();
         config.service_generator(Box::new(generator));
+        // tonic's code and ours arrive formatted; prost's own pass would parse and print the
+        // whole file again. `format_rest` formats only prost's messages instead.
+        config.format(false);
         config.type_attribute(".", "#[allow(clippy::all)]");
         for (proto, rust) in &self.extern_paths {
             config.extern_path(proto, rust);
@@ -361,6 +367,10 @@ impl Builder {
                 )
             })
             .collect::<Vec<_>>();
+        let packages: HashMap<prost_build::Module, String> = requests
+            .iter()
+            .map(|(module, file)| (module.clone(), file.package().to_owned()))
+            .collect();
         let modules = config.generate(requests)?;
         drop(config);
 
@@ -368,10 +378,28 @@ impl Builder {
         if let Some(error) = errors.into_iter().next() {
             return Err(error);
         }
-        let mut files: Vec<(String, String)> = modules
-            .into_iter()
-            .map(|(module, content)| (module.to_file_name_or("_"), format!("{HEADER}{content}")))
-            .collect();
+        let formatted = std::mem::take(&mut *formatted.borrow_mut());
+        let mut files = Vec::with_capacity(modules.len());
+        for (module, content) in modules {
+            // prost prepends its own `// @generated` line once the code is generated, so
+            // the recorded ranges count from the end of it; syn would drop it as a comment.
+            let (header, code) = content.split_at(leading_comments(&content));
+            let package = packages.get(&module).map_or("", String::as_str);
+            let done = match formatted.get(package) {
+                Some(layout) if layout.len == code.len() => layout.formatted.as_slice(),
+                Some(_) => {
+                    return Err(render::internal(&format!(
+                        "prost's output for package `{package}` is not the code it generated"
+                    )));
+                }
+                None => &[],
+            };
+            let code = render::format_rest(code, done)?;
+            files.push((
+                module.to_file_name_or("_"),
+                format!("{HEADER}{header}{code}"),
+            ));
+        }
         files.sort();
         Ok(files)
     }
@@ -394,10 +422,49 @@ struct ResilientServiceGenerator {
     tonic: Box<dyn prost_build::ServiceGenerator>,
     plans: HashMap<String, ServicePlan>,
     errors: Rc<RefCell<Vec<io::Error>>>,
+    /// Per proto package with services, what of its buffer is formatted already.
+    formatted: Rc<RefCell<HashMap<String, Layout>>>,
+}
+
+/// Which parts of a package's generated code are formatted already.
+#[derive(Debug, Default)]
+struct Layout {
+    /// Byte ranges of tonic's and our code, in order; the rest is prost's, unformatted.
+    formatted: Vec<Range<usize>>,
+    /// Length of the whole buffer once the package is complete.
+    len: usize,
 }
 
 impl prost_build::ServiceGenerator for ResilientServiceGenerator {
-    fn generate(&mut self, mut service: prost_build::Service, buf: &mut String) {
+    fn generate(&mut self, service: prost_build::Service, buf: &mut String) {
+        let package = service.package.clone();
+        let start = buf.len();
+        self.generate_formatted(service, buf);
+        self.formatted
+            .borrow_mut()
+            .entry(package)
+            .or_default()
+            .formatted
+            .push(start..buf.len());
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.tonic.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.tonic.finalize_package(package, buf);
+        self.formatted
+            .borrow_mut()
+            .entry(package.to_owned())
+            .or_default()
+            .len = buf.len();
+    }
+}
+
+impl ResilientServiceGenerator {
+    /// Appends tonic's formatted code for `service`, then the resilient module.
+    fn generate_formatted(&mut self, mut service: prost_build::Service, buf: &mut String) {
         // tonic copies proto comments verbatim; give it the same rustdoc-safe markdown
         // as the resilient module, so bare URLs, `<T>` and indented text do not warn.
         service.comments.leading = render::docs::from_proto(&service.comments.leading);
@@ -443,14 +510,18 @@ impl prost_build::ServiceGenerator for ResilientServiceGenerator {
         }
         buf.push_str(&plan.module);
     }
+}
 
-    fn finalize(&mut self, buf: &mut String) {
-        self.tonic.finalize(buf);
+/// Length of the plain `//` comment lines at the start of `code` (not `///` or `//!` docs).
+fn leading_comments(code: &str) -> usize {
+    let mut len = 0;
+    for line in code.split_inclusive('\n') {
+        if !line.starts_with("//") || line.starts_with("///") || line.starts_with("//!") {
+            break;
+        }
+        len += line.len();
     }
-
-    fn finalize_package(&mut self, package: &str, buf: &mut String) {
-        self.tonic.finalize_package(package, buf);
-    }
+    len
 }
 
 /// Serves `resilient/v1/options.proto` from the copy compiled into this crate.
@@ -710,8 +781,18 @@ message Ping {}
         assert!(auth.contains("failure_threshold: Some(3)"));
         assert!(auth.contains("success_threshold: Some(2)"));
         assert!(auth.contains("super::super::common::v1::Ping"));
-        syn::parse_file(&auth).expect("the generated file parses");
-        assert!(out.join("nova.common.v1.rs").is_file());
+        // Formatting only prost's part leaves each file as one pass over all of it would,
+        // with services (auth) or without (common).
+        for name in ["nova.auth.v1.rs", "nova.common.v1.rs"] {
+            let file = fs::read_to_string(out.join(name)).unwrap();
+            let (header, code) = file.split_at(leading_comments(&file));
+            assert_eq!(
+                header,
+                format!("{HEADER}// This file is @generated by prost-build.\n")
+            );
+            let whole = prettyplease::unparse(&syn::parse_file(code).expect("the file parses"));
+            assert!(whole == code, "{name} is not formatted as a whole:\n{file}");
+        }
 
         let names: Vec<String> = fs::read_dir(&out)
             .unwrap()
@@ -835,6 +916,9 @@ message Ping {}
         assert!(!auth.contains("pub mod auth_service_client"), "{auth}");
         assert!(auth.contains("\nmod auth_service_client {"), "{auth}");
         assert!(auth.contains("#![allow(unreachable_pub)]"), "{auth}");
+        let code = &auth[leading_comments(&auth)..];
+        let whole = prettyplease::unparse(&syn::parse_file(code).expect("the file parses"));
+        assert!(whole == code, "not formatted as a whole:\n{auth}");
         assert!(auth.contains("pub fn new(transport: T) -> Self"));
         assert!(!auth.contains("pub fn into_inner"));
     }
@@ -972,6 +1056,7 @@ message Outer { message Inner {} }
                 },
             )]),
             errors: Rc::clone(&errors),
+            formatted: Rc::default(),
         };
         let method = prost_build::Method {
             name: "call".to_owned(),
