@@ -200,8 +200,9 @@ impl Builder {
     /// well-known types need no include path. Any error (a proto syntax error with its
     /// `file:line:column`, a policy path that matches nothing, an invalid value) comes back
     /// as an `io::Error` whose message says where and what to do. A policy that asks for
-    /// retries on an RPC that is never retried (not idempotent, or streaming its requests)
-    /// is not an error: it prints a `cargo:warning` naming the RPC and what to change.
+    /// retries on an RPC that is never retried (not idempotent, or streaming its requests),
+    /// or for hedging on an RPC that is never hedged (not idempotent, or not unary), is not
+    /// an error: it prints a `cargo:warning` naming the RPC and what to change.
     pub fn compile_protos(
         &self,
         protos: &[impl AsRef<Path>],
@@ -874,6 +875,54 @@ message Ping {}
         // No clients, no retries to warn about.
         let cargo = run(&retrying.build_client(false), &dir.0).unwrap();
         assert!(cargo.is_empty(), "{cargo}");
+    }
+
+    #[test]
+    fn warns_about_hedging_that_never_happens() {
+        let dir = project("hedge-warnings");
+        let out = dir.0.join("out");
+        let hedging = crate::configure()
+            .out_dir(&out)
+            .emit_rerun_if_changed(false)
+            .policy(
+                ".nova.auth.v1.AuthService",
+                Policy::new().hedge(crate::Hedge::new().max_attempts(3)),
+            );
+        let cargo = run(&hedging, &dir.0).unwrap();
+        let lines: Vec<&str> = cargo.lines().collect();
+        assert_eq!(lines.len(), 1, "{cargo}");
+        assert!(
+            lines[0].starts_with(
+                "cargo:warning=.nova.auth.v1.AuthService.ValidateToken: hedging is configured \
+                 (hedge_max_attempts = 3, set by build.rs `.policy(\".nova.auth.v1.AuthService\", \
+                 ..)`), but nothing declares it idempotent, so it is never hedged."
+            ),
+            "{cargo}"
+        );
+        let auth = fs::read_to_string(out.join("nova.auth.v1.rs")).unwrap();
+        assert!(auth.contains("hedge: None"), "{auth}");
+        let report = fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+        assert!(
+            report.contains("Never hedged: the RPC is not idempotent"),
+            "{report}"
+        );
+
+        // Marked idempotent: hedged, no warning.
+        let cargo = run(
+            &hedging.clone().policy(
+                ".nova.auth.v1.AuthService.ValidateToken",
+                Policy::new().idempotent(true),
+            ),
+            &dir.0,
+        )
+        .unwrap();
+        assert!(cargo.is_empty(), "{cargo}");
+        let auth = fs::read_to_string(out.join("nova.auth.v1.rs")).unwrap();
+        assert!(
+            auth.contains("hedge: Some(resilient_runtime::spec::HedgeSpec"),
+            "{auth}"
+        );
+        assert!(auth.contains("max_attempts: 3"), "{auth}");
     }
 
     #[test]

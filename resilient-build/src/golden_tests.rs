@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::ServiceModel;
-use crate::{Builder, FallbackMode, Policy, Retry, builder, policy, render, report};
+use crate::{Builder, FallbackMode, Hedge, Policy, Retry, builder, policy, render, report};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -35,6 +35,11 @@ fn configure() -> Builder {
                         .initial_backoff(Duration::from_millis(20))
                         .max_backoff(Duration::from_millis(500)),
                 ),
+        )
+        // The proto sets the count and delay; build.rs makes the delay fixed.
+        .policy(
+            ".golden.media.v1.MediaService.GetThumbnail",
+            Policy::new().hedge(Hedge::new().fixed_delay()),
         )
         // Not idempotent: never retried, with a warning.
         .policy(

@@ -67,7 +67,7 @@
 //!   Unary and server-streaming fallbacks receive the request message; client-streaming
 //!   and bidi ones only the cause, as their request stream is consumed.
 //! - A static `ServiceSpec` with each RPC's kind, idempotency and build-time policy
-//!   (breaker, timeout, fallback, retry and bulkhead).
+//!   (breaker, timeout, fallback, retry, hedging and bulkhead).
 //!
 //! Proto comments become the docs of the generated items; deprecated RPCs are
 //! `#[deprecated]`. The generated code is formatted and clean under `missing_docs` and
@@ -179,6 +179,50 @@
 //! the runtime's defaults ([`Retry::new`]); a bulkhead exists only where `max_concurrent`
 //! is set. The runtime configuration can change every one of these values.
 //!
+//! # Hedging
+//!
+//! Instead of retrying a failed call, an idempotent unary RPC can be hedged ([`Hedge`]):
+//! when an attempt has not answered after a delay (a percentile of its recent latencies,
+//! or a fixed one), another is sent and the first answer wins. Hedging and retries
+//! exclude each other, so an RPC that ends up with both fails the build, naming where
+//! each came from:
+//!
+//! ```no_run
+//! // build.rs
+//! use std::time::Duration;
+//! use resilient_build::{Hedge, Policy, Retry};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     resilient_build::configure()
+//!         .policy(".nova.media.v1.MediaService", Policy::new().retry(Retry::new()))
+//!         // GetMedia is hedged instead: a second attempt after the 95th percentile of
+//!         // its recent latencies (30 ms until it is known).
+//!         .policy(
+//!             ".nova.media.v1.MediaService.GetMedia",
+//!             Policy::new()
+//!                 .idempotent(true)
+//!                 .no_retry()
+//!                 .hedge(Hedge::new().delay(Duration::from_millis(30))),
+//!         )
+//!         .compile_protos(&["proto/nova/media/v1/media.proto"], &["proto"])
+//! }
+//! ```
+//!
+//! or in the proto, where any hedging field turns hedging on (`hedge_max_attempts: 1`
+//! turns it off, `hedge_percentile: 0` waits the fixed delay):
+//!
+//! ```proto
+//! rpc GetMedia(GetMediaRequest) returns (Media) {
+//!   option idempotency_level = NO_SIDE_EFFECTS;
+//!   option (resilient.v1.policy) = {
+//!     hedge_max_attempts: 2 hedge_delay_ms: 30 hedge_percentile: 0.95
+//!   };
+//! }
+//! ```
+//!
+//! As with retries, a policy that hedges an RPC that is not idempotent, or that streams,
+//! makes the build warn, and the generated spec carries no hedging policy for it.
+//!
 //! # Keeping raw clients out of reach
 //!
 //! With `.expose_raw_clients(false)` (see [`Builder::expose_raw_clients`]), tonic's client
@@ -193,8 +237,10 @@
 //! (`path:line:column`), a policy path that matches nothing (with the nearest real
 //! path), an invalid value (naming the RPC, the option and the layer that set it: a zero
 //! threshold or duration, `max_attempts` outside 1 to 10, a `backoff_multiplier` below 1,
-//! an unknown status code with the nearest real one, RPCs that share a bulkhead but size
-//! it differently), `shared_breaker` on an RPC, or RPC names that would clash in Rust.
+//! an unknown status code with the nearest real one, `hedge_max_attempts` outside 1 to 5,
+//! a `hedge_percentile` outside 0.5 to 0.999, RPCs that share a bulkhead but size it
+//! differently), hedging and retries on one RPC, `shared_breaker` on an RPC, or RPC names
+//! that would clash in Rust.
 //!
 //! # Rebuilds
 //!
@@ -216,7 +262,7 @@ use std::io;
 use std::path::Path;
 
 pub use builder::Builder;
-pub use policy::{FallbackMode, Policy, Retry};
+pub use policy::{FallbackMode, Hedge, Policy, Retry};
 
 /// The source of `resilient/v1/options.proto`, which user protos import for the
 /// `(resilient.v1.policy)` and `(resilient.v1.service_policy)` options. The builder serves

@@ -176,6 +176,17 @@ pub(crate) struct PolicyValues {
     pub(crate) max_wait: Option<Duration>,
     /// One bulkhead for the RPCs of the service that set this.
     pub(crate) shared_bulkhead: Option<bool>,
+    /// Hedged attempts in all, the first included; 1 means no hedging.
+    pub(crate) hedge_max_attempts: Option<u32>,
+    /// `.hedge(..)` without `max_attempts`: hedging on, with the attempts of the highest
+    /// lower layer that turns it on too, else the runtime's default.
+    pub(crate) hedge_requested: bool,
+    /// The wait before each hedged attempt while the percentile is not known (always,
+    /// with a fixed delay).
+    pub(crate) hedge_delay: Option<Duration>,
+    /// The latency quantile to wait before each hedged attempt; 0 means the fixed
+    /// `hedge_delay`.
+    pub(crate) hedge_percentile: Option<f64>,
 }
 
 impl PolicyValues {
@@ -199,6 +210,10 @@ impl PolicyValues {
         max_concurrent: None,
         max_wait: None,
         shared_bulkhead: None,
+        hedge_max_attempts: None,
+        hedge_requested: false,
+        hedge_delay: None,
+        hedge_percentile: None,
     };
 }
 
@@ -259,8 +274,8 @@ pub(crate) struct Sourced<T> {
 }
 
 /// The build-time policy of one RPC; `None` fields are filled at run time from the
-/// `RESILIENT_ENV` preset (breaker and timeout) or the runtime's defaults (retry and
-/// bulkhead).
+/// `RESILIENT_ENV` preset (breaker and timeout) or the runtime's defaults (retry, hedging
+/// and bulkhead).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct EffectivePolicy {
     /// Consecutive failures that open the breaker.
@@ -295,6 +310,12 @@ pub(crate) struct EffectivePolicy {
     pub(crate) max_wait: Option<Sourced<Duration>>,
     /// One bulkhead for the RPCs of the service that set this.
     pub(crate) shared_bulkhead: Option<Sourced<bool>>,
+    /// Hedged attempts in all; above 1 turns hedging on.
+    pub(crate) hedge_max_attempts: Option<Sourced<u32>>,
+    /// The wait before each hedged attempt while the percentile is not known.
+    pub(crate) hedge_delay: Option<Sourced<Duration>>,
+    /// The latency quantile to wait; 0 means the fixed `hedge_delay`.
+    pub(crate) hedge_percentile: Option<Sourced<f64>>,
 }
 
 impl EffectivePolicy {
@@ -318,6 +339,14 @@ impl EffectivePolicy {
         self.max_attempts.as_ref().is_some_and(|n| n.value > 1)
     }
 
+    /// Whether any layer sets a hedging field (hedging may still be off:
+    /// `hedge_max_attempts = 1`).
+    pub(crate) fn has_hedge(&self) -> bool {
+        self.hedge_max_attempts.is_some()
+            || self.hedge_delay.is_some()
+            || self.hedge_percentile.is_some()
+    }
+
     /// Whether any layer sets a bulkhead field (the RPC has a bulkhead only with
     /// `max_concurrent`).
     pub(crate) fn has_bulkhead_fields(&self) -> bool {
@@ -334,6 +363,15 @@ pub(crate) enum NoRetry {
     StreamedRequest,
 }
 
+/// Why an RPC is never hedged, whatever its policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoHedge {
+    /// Nothing declares it safe to repeat.
+    NotIdempotent,
+    /// It streams requests or responses: only unary calls are hedged.
+    NotUnary,
+}
+
 impl MethodModel {
     /// `None` when the runtime can retry the RPC, else why it never does. The generated
     /// spec carries a retry policy only for RPCs that can be retried.
@@ -342,6 +380,18 @@ impl MethodModel {
             Some(NoRetry::NotIdempotent)
         } else if matches!(self.kind, RpcKind::ClientStreaming | RpcKind::BidiStreaming) {
             Some(NoRetry::StreamedRequest)
+        } else {
+            None
+        }
+    }
+
+    /// `None` when the runtime can hedge the RPC, else why it never does. The generated
+    /// spec carries a hedging policy only for RPCs that can be hedged.
+    pub(crate) fn no_hedge(&self) -> Option<NoHedge> {
+        if !self.policy.is_idempotent() {
+            Some(NoHedge::NotIdempotent)
+        } else if self.kind != RpcKind::Unary {
+            Some(NoHedge::NotUnary)
         } else {
             None
         }

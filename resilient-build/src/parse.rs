@@ -266,6 +266,11 @@ fn read_option(options: &DynamicMessage, extension: &ExtensionDescriptor) -> Opt
         max_concurrent: uint("max_concurrent"),
         max_wait: millis("max_wait_ms"),
         shared_bulkhead: boolean("shared_bulkhead"),
+        hedge_max_attempts: uint("hedge_max_attempts"),
+        // Like the runtime configuration, any hedging field turns hedging on.
+        hedge_requested: false,
+        hedge_delay: millis("hedge_delay_ms"),
+        hedge_percentile: double("hedge_percentile"),
     })
 }
 
@@ -713,6 +718,47 @@ message M {}"#;
                 max_attempts: Some(1),
                 retryable_codes: Some(vec!["INTERNAL".to_owned()]),
                 shared_bulkhead: Some(false),
+                ..PolicyValues::default()
+            }
+        );
+    }
+
+    #[test]
+    fn hedge_options_are_read() {
+        let source = r#"syntax = "proto3"; package p;
+import "resilient/v1/options.proto";
+service S {
+  option (resilient.v1.service_policy) = { hedge_max_attempts: 3 hedge_delay_ms: 40 };
+  rpc A(M) returns (M) {
+    option (resilient.v1.policy) = { hedge_percentile: 0 hedge_max_attempts: 1 };
+  }
+  rpc B(M) returns (M) {
+    option (resilient.v1.policy) = { hedge_percentile: 0.99 };
+  }
+}
+message M {}"#;
+        let services = parse(vec![("p.proto", source.to_owned())]);
+        assert_eq!(
+            services[0].option.as_ref().unwrap().values,
+            PolicyValues {
+                hedge_max_attempts: Some(3),
+                hedge_delay: Some(Duration::from_millis(40)),
+                ..PolicyValues::default()
+            }
+        );
+        assert_eq!(
+            services[0].methods[0].option.as_ref().unwrap().values,
+            PolicyValues {
+                hedge_max_attempts: Some(1),
+                // an explicit zero is kept: the fixed delay
+                hedge_percentile: Some(0.0),
+                ..PolicyValues::default()
+            }
+        );
+        assert_eq!(
+            services[0].methods[1].option.as_ref().unwrap().values,
+            PolicyValues {
+                hedge_percentile: Some(0.99),
                 ..PolicyValues::default()
             }
         );

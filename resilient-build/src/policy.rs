@@ -1,12 +1,13 @@
-//! Build-time policies: the `Policy` and `Retry` builders, path matching, the layered
-//! merge, validation and build warnings.
+//! Build-time policies: the `Policy`, `Retry` and `Hedge` builders, path matching, the
+//! layered merge, validation and build warnings.
 
 use std::io;
 use std::time::Duration;
 
 use crate::codes::{self, BadCode};
 use crate::model::{
-    EffectivePolicy, NoRetry, PolicyValues, ServiceModel, Source, Sourced, show_duration,
+    EffectivePolicy, MethodModel, NoHedge, NoRetry, PolicyValues, ServiceModel, Source, Sourced,
+    show_duration,
 };
 
 /// Which failure causes a client built `with_fallback(..)` hands to the fallback.
@@ -72,6 +73,19 @@ impl FallbackMode {
 ///     .retry(Retry::new().max_attempts(4).retryable_codes(&["UNAVAILABLE", "RESOURCE_EXHAUSTED"]))
 ///     .bulkhead(32)
 ///     .bulkhead_wait(Duration::from_millis(20));
+/// # let _ = policy;
+/// ```
+///
+/// Hedging instead of retries (the two exclude each other on one RPC):
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_build::{Hedge, Policy};
+///
+/// let policy = Policy::new()
+///     .idempotent(true)
+///     .no_retry()
+///     .hedge(Hedge::new().max_attempts(3).delay(Duration::from_millis(30)).percentile(0.9));
 /// # let _ = policy;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -199,6 +213,49 @@ impl Policy {
     pub fn no_retry(mut self) -> Self {
         self.values.max_attempts = Some(1);
         self.values.retry_requested = false;
+        self
+    }
+
+    /// Turns hedging on and sets the fields `hedge` sets; the fields it leaves unset come
+    /// from lower layers, else the runtime's defaults (see [`Hedge`]). Without
+    /// [`Hedge::max_attempts`], the attempts are those of the highest lower layer that
+    /// turns hedging on too (`hedge_max_attempts` above 1), else 2: a lower layer's "no
+    /// hedging" does not turn it off again. Calling it again merges, the later call
+    /// winning field by field.
+    ///
+    /// Only unary RPCs that are safe to repeat are ever hedged (see
+    /// [`Policy::idempotent`]); for others the build prints a warning and the generated
+    /// code carries no hedging policy. Hedging and retries exclude each other: an RPC
+    /// that ends up with both fails the build (turn one off with [`Policy::no_retry`] or
+    /// [`Policy::no_hedge`]). The runtime configuration can still change every hedging
+    /// field (`hedge_max_attempts`, `hedge_delay_ms`, `hedge_percentile`).
+    ///
+    /// Unset by default: no hedging, unless the runtime configuration sets a hedging
+    /// field.
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        let v = &mut self.values;
+        match hedge.max_attempts {
+            Some(attempts) => v.hedge_max_attempts = Some(attempts),
+            // A `.no_hedge()` earlier in this policy is undone; a count set earlier stays.
+            None if v.hedge_max_attempts.is_some_and(|n| n <= 1) => v.hedge_max_attempts = None,
+            None => {}
+        }
+        v.hedge_requested = true;
+        let Hedge {
+            max_attempts: _,
+            delay,
+            percentile,
+        } = hedge;
+        v.hedge_delay = delay.or(v.hedge_delay);
+        v.hedge_percentile = percentile.or(v.hedge_percentile);
+        self
+    }
+
+    /// Turns hedging off (`hedge_max_attempts = 1`), e.g. for one RPC of a service that
+    /// hedges. The runtime configuration can still turn it on. Unset by default.
+    pub fn no_hedge(mut self) -> Self {
+        self.values.hedge_max_attempts = Some(1);
+        self.values.hedge_requested = false;
         self
     }
 
@@ -333,6 +390,95 @@ impl Retry {
     }
 }
 
+/// How [`Policy::hedge`] hedges a slow call: when an attempt has not answered after a
+/// delay, another one is sent (to another endpoint when the transport is a pool), up to
+/// `max_attempts` in all; the first answer wins and the others are cancelled.
+///
+/// The delay is the `percentile` of the RPC's recent latencies (the last 10 to 20 s), or
+/// the fixed `delay` while fewer than 20 calls have been seen, and always with
+/// [`Hedge::fixed_delay`]. A failed attempt with a retryable code sends the next one at
+/// once; any other code ends the call. Hedges draw on the service's retry budget.
+///
+/// Every field starts unset; an unset field comes from a lower layer, else from the
+/// runtime's default, the one each method names.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_build::Hedge;
+///
+/// // A second attempt after the 99th percentile of recent latencies (20 ms until known).
+/// let hedge = Hedge::new()
+///     .max_attempts(2)
+///     .delay(Duration::from_millis(20))
+///     .percentile(0.99);
+/// // Up to 3 attempts, each 40 ms after the one before.
+/// let fixed = Hedge::new().max_attempts(3).delay(Duration::from_millis(40)).fixed_delay();
+/// # let _ = (hedge, fixed);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use = "a Hedge does nothing until it is passed to `Policy::hedge`"]
+pub struct Hedge {
+    max_attempts: Option<u32>,
+    delay: Option<Duration>,
+    percentile: Option<f64>,
+}
+
+// Copies of `resilient_runtime::spec::HedgeSpec::DEFAULT` and its limits: a build
+// dependency must not pull in the runtime (and tonic), so these are kept in step by hand.
+impl Hedge {
+    /// The runtime's default `max_attempts`, used when hedging is on and no layer sets a
+    /// count.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+    /// The runtime's default `delay`.
+    pub const DEFAULT_DELAY: Duration = Duration::from_millis(50);
+    /// The runtime's default `percentile`.
+    pub const DEFAULT_PERCENTILE: f64 = 0.95;
+    /// The most attempts a hedged call may make.
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 5;
+    /// The smallest `percentile` (below it, most calls would be hedged).
+    pub const MIN_PERCENTILE: f64 = 0.5;
+    /// The largest `percentile`.
+    pub const MAX_PERCENTILE: f64 = 0.999;
+
+    /// Hedging with the runtime's defaults: 2 attempts, the second after the 95th
+    /// percentile of recent latencies (50 ms until it is known).
+    pub fn new() -> Self {
+        Hedge::default()
+    }
+
+    /// Attempts in all, the first included: 1 means no hedging. From 1 to 5.
+    /// `hedge_max_attempts` in proto options. Unset by default: the count of a lower
+    /// layer that turns hedging on, else [`Hedge::DEFAULT_MAX_ATTEMPTS`] (2).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// The wait before each hedged attempt while the percentile is not known yet (fewer
+    /// than 20 recent calls), and always with [`Hedge::fixed_delay`]. Must not be zero.
+    /// `hedge_delay_ms` in proto options. Default: [`Hedge::DEFAULT_DELAY`] (50 ms).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// The quantile of the RPC's recent latencies to wait before each hedged attempt, from
+    /// 0.5 to 0.999: `0.95` hedges the slowest 5 % of calls. `0` means the fixed
+    /// [`Hedge::delay`], like [`Hedge::fixed_delay`]. `hedge_percentile` in proto options.
+    /// Default: [`Hedge::DEFAULT_PERCENTILE`] (0.95).
+    pub fn percentile(mut self, quantile: f64) -> Self {
+        self.percentile = Some(quantile);
+        self
+    }
+
+    /// Waits the fixed [`Hedge::delay`] before each hedged attempt instead of a
+    /// percentile of recent latencies (`hedge_percentile: 0` in proto options). Unset by
+    /// default: the percentile.
+    pub fn fixed_delay(self) -> Self {
+        self.percentile(0.0)
+    }
+}
+
 /// The layer that `idempotency_level = NO_SIDE_EFFECTS | IDEMPOTENT` amounts to: just
 /// below the RPC's own `(resilient.v1.policy)`.
 const DECLARED_IDEMPOTENT: PolicyValues = PolicyValues {
@@ -435,6 +581,9 @@ pub(crate) fn resolve(
                 max_concurrent: pick(&method_layers, |v| v.max_concurrent),
                 max_wait: pick(&method_layers, |v| v.max_wait),
                 shared_bulkhead: pick(&method_layers, |v| v.shared_bulkhead),
+                hedge_max_attempts: pick_hedge_attempts(&method_layers),
+                hedge_delay: pick(&method_layers, |v| v.hedge_delay),
+                hedge_percentile: pick(&method_layers, |v| v.hedge_percentile),
             };
         }
         validate(service, &mut problems);
@@ -464,9 +613,34 @@ fn pick<T>(
 /// asks for retries without a count (`.retry(Retry::new())`), only counts above 1 apply,
 /// and none means the runtime's default.
 fn pick_attempts(layers: &[(&PolicyValues, Source)]) -> Option<Sourced<u32>> {
+    pick_count(
+        layers,
+        |v| (v.max_attempts, v.retry_requested),
+        Retry::DEFAULT_MAX_ATTEMPTS,
+    )
+}
+
+/// `hedge_max_attempts`, picked like [`pick_attempts`] below `.hedge(Hedge::new())`.
+fn pick_hedge_attempts(layers: &[(&PolicyValues, Source)]) -> Option<Sourced<u32>> {
+    pick_count(
+        layers,
+        |v| (v.hedge_max_attempts, v.hedge_requested),
+        Hedge::DEFAULT_MAX_ATTEMPTS,
+    )
+}
+
+/// An attempt count from the highest layer that sets it; below a layer that turns the
+/// feature on without a count (`requested`), only counts above 1 apply, and none means
+/// `default`.
+fn pick_count(
+    layers: &[(&PolicyValues, Source)],
+    field: impl Fn(&PolicyValues) -> (Option<u32>, bool),
+    default: u32,
+) -> Option<Sourced<u32>> {
     let mut requested_by: Option<&Source> = None;
     for (values, source) in layers {
-        match values.max_attempts {
+        let (count, requested) = field(values);
+        match count {
             Some(n) if requested_by.is_none() || n > 1 => {
                 return Some(Sourced {
                     value: n,
@@ -475,12 +649,12 @@ fn pick_attempts(layers: &[(&PolicyValues, Source)]) -> Option<Sourced<u32>> {
             }
             _ => {}
         }
-        if values.retry_requested && requested_by.is_none() {
+        if requested && requested_by.is_none() {
             requested_by = Some(source);
         }
     }
     requested_by.map(|source| Sourced {
-        value: Retry::DEFAULT_MAX_ATTEMPTS,
+        value: default,
         source: source.clone(),
     })
 }
@@ -650,6 +824,8 @@ fn validate(service: &ServiceModel, problems: &mut Vec<String>) {
             }
         }
         validate_retry(&method.path, policy, problems);
+        validate_hedge(&method.path, policy, problems);
+        validate_retry_or_hedge(method, problems);
         if let Some(Sourced { value: 0, source }) = &policy.max_concurrent {
             problems.push(format!(
                 "invalid policy for {}: max_concurrent = 0 (set by {source}); no call could \
@@ -842,6 +1018,166 @@ fn validate_retry(path: &str, policy: &EffectivePolicy, problems: &mut Vec<Strin
     }
 }
 
+/// The hedging fields of an RPC, with the runtime's defaults for those no layer sets.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HedgeValues {
+    /// Attempts in all.
+    pub(crate) max_attempts: u32,
+    /// The wait before each hedged attempt while the percentile is not known.
+    pub(crate) delay: Duration,
+    /// The latency quantile to wait; `None`: always the fixed `delay`.
+    pub(crate) percentile: Option<f64>,
+}
+
+impl HedgeValues {
+    /// `None` when no layer sets a hedging field.
+    pub(crate) fn of(policy: &EffectivePolicy) -> Option<HedgeValues> {
+        if !policy.has_hedge() {
+            return None;
+        }
+        Some(HedgeValues {
+            max_attempts: value_or(&policy.hedge_max_attempts, Hedge::DEFAULT_MAX_ATTEMPTS),
+            delay: value_or(&policy.hedge_delay, Hedge::DEFAULT_DELAY),
+            percentile: match &policy.hedge_percentile {
+                Some(q) if q.value == 0.0 => None,
+                Some(q) => Some(q.value),
+                None => Some(Hedge::DEFAULT_PERCENTILE),
+            },
+        })
+    }
+}
+
+fn validate_hedge(path: &str, policy: &EffectivePolicy, problems: &mut Vec<String>) {
+    if let Some(Sourced { value, source }) = &policy.hedge_max_attempts
+        && (*value == 0 || *value > Hedge::MAX_ATTEMPTS_LIMIT)
+    {
+        let why = if *value == 0 {
+            "a call makes at least one attempt"
+        } else {
+            "more attempts would multiply the load on a slow dependency"
+        };
+        problems.push(format!(
+            "invalid policy for {path}: hedge_max_attempts = {value} (set by {source}); {why}. \
+             Use 1 (no hedging) to {}",
+            Hedge::MAX_ATTEMPTS_LIMIT
+        ));
+    }
+    if let Some(Sourced { value, source }) = &policy.hedge_delay
+        && value.is_zero()
+    {
+        problems.push(format!(
+            "invalid policy for {path}: hedge_delay = 0 (set by {source}); every attempt \
+             would be sent at once. Use a positive duration, or leave it unset for the \
+             runtime's default (50ms)"
+        ));
+    }
+    if let Some(Sourced { value, source }) = &policy.hedge_percentile
+        && !(*value == 0.0 || (Hedge::MIN_PERCENTILE..=Hedge::MAX_PERCENTILE).contains(value))
+    {
+        let why = if !value.is_finite() {
+            "it is not a finite number"
+        } else if !(0.0..=1.0).contains(value) {
+            "a percentile is a fraction of the calls, between 0 and 1"
+        } else if *value < Hedge::MIN_PERCENTILE {
+            "most calls would be hedged"
+        } else {
+            "so few recent calls are that slow that the estimate would not hold"
+        };
+        problems.push(format!(
+            "invalid policy for {path}: hedge_percentile = {value} (set by {source}); {why}. \
+             Use {} to {}, or 0 (`.fixed_delay()`) to wait the fixed hedge_delay",
+            Hedge::MIN_PERCENTILE,
+            Hedge::MAX_PERCENTILE
+        ));
+    }
+}
+
+/// Hedging and retries exclude each other (the runtime rejects an RPC with both): an RPC
+/// whose generated spec would turn both on fails the build, naming where each came from.
+fn validate_retry_or_hedge(method: &MethodModel, problems: &mut Vec<String>) {
+    let policy = &method.policy;
+    let retries = RetryValues::of(policy).filter(|r| {
+        method.no_retry().is_none() && (2..=Retry::MAX_ATTEMPTS_LIMIT).contains(&r.max_attempts)
+    });
+    let hedging = HedgeValues::of(policy).filter(|h| {
+        method.no_hedge().is_none() && (2..=Hedge::MAX_ATTEMPTS_LIMIT).contains(&h.max_attempts)
+    });
+    if retries.is_none() || hedging.is_none() {
+        return;
+    }
+    let hedged_by = turned_on_by(
+        &policy.hedge_max_attempts,
+        "hedge_max_attempts",
+        Hedge::DEFAULT_MAX_ATTEMPTS,
+        &[
+            (
+                "hedge_delay",
+                policy.hedge_delay.as_ref().map(|v| &v.source),
+            ),
+            (
+                "hedge_percentile",
+                policy.hedge_percentile.as_ref().map(|v| &v.source),
+            ),
+        ],
+    );
+    let retried_by = turned_on_by(
+        &policy.max_attempts,
+        "max_attempts",
+        Retry::DEFAULT_MAX_ATTEMPTS,
+        &[
+            (
+                "initial_backoff",
+                policy.initial_backoff.as_ref().map(|v| &v.source),
+            ),
+            (
+                "max_backoff",
+                policy.max_backoff.as_ref().map(|v| &v.source),
+            ),
+            (
+                "backoff_multiplier",
+                policy.backoff_multiplier.as_ref().map(|v| &v.source),
+            ),
+            (
+                "retryable_codes",
+                policy.retryable_codes.as_ref().map(|v| &v.source),
+            ),
+            (
+                "attempt_timeout",
+                policy.attempt_timeout.as_ref().map(|v| &v.source),
+            ),
+        ],
+    );
+    problems.push(format!(
+        "invalid policy for {}: hedging ({hedged_by}) and retries ({retried_by}) exclude each \
+         other. To hedge it, turn retries off for this RPC with `.no_retry()` or \
+         `max_attempts: 1`; to retry it, turn hedging off with `.no_hedge()` or \
+         `hedge_max_attempts: 1`",
+        method.path
+    ));
+}
+
+/// What turns retries or hedging on: the attempt count and its layer, else the first
+/// other field that is set, with the default count.
+fn turned_on_by(
+    count: &Option<Sourced<u32>>,
+    option: &str,
+    default: u32,
+    others: &[(&str, Option<&Source>)],
+) -> String {
+    if let Some(Sourced { value, source }) = count {
+        return format!("{option} = {value}, set by {source}");
+    }
+    match others
+        .iter()
+        .find_map(|(name, source)| source.map(|s| (name, s)))
+    {
+        Some((name, source)) => {
+            format!("{name} set by {source}, with the default {option} = {default}")
+        }
+        None => format!("{option} = {default} by default"),
+    }
+}
+
 /// The RPCs that share a bulkhead must agree on its size and wait: the runtime builds it
 /// from whichever comes first.
 fn validate_shared_bulkhead(service: &ServiceModel, problems: &mut Vec<String>) {
@@ -904,11 +1240,14 @@ fn validate_shared_bulkhead(service: &ServiceModel, problems: &mut Vec<String>) 
     }
 }
 
-/// One line per RPC whose policy asks for retries the runtime never makes, for the
-/// builder to print as `cargo:warning`.
+/// One line per RPC whose policy asks for retries or hedging the runtime never does, for
+/// the builder to print as `cargo:warning`.
 pub(crate) fn warnings(services: &[ServiceModel]) -> Vec<String> {
     let mut warnings = Vec::new();
     for method in services.iter().flat_map(|s| &s.methods) {
+        if let Some(warning) = hedge_warning(method) {
+            warnings.push(warning);
+        }
         let policy = &method.policy;
         let (Some(attempts), Some(reason)) = (&policy.max_attempts, method.no_retry()) else {
             continue;
@@ -945,6 +1284,63 @@ pub(crate) fn warnings(services: &[ServiceModel]) -> Vec<String> {
         });
     }
     warnings
+}
+
+/// The warning for an RPC whose policy asks for hedging that the runtime never does.
+fn hedge_warning(method: &MethodModel) -> Option<String> {
+    let policy = &method.policy;
+    let reason = method.no_hedge()?;
+    let hedge = HedgeValues::of(policy).filter(|h| h.max_attempts > 1)?;
+    let asked = match &policy.hedge_max_attempts {
+        Some(Sourced { value, source }) => format!(
+            "{}: hedging is configured (hedge_max_attempts = {value}, set by {source})",
+            method.path
+        ),
+        None => {
+            let source = [
+                policy
+                    .hedge_delay
+                    .as_ref()
+                    .map(|v| ("hedge_delay", &v.source)),
+                policy
+                    .hedge_percentile
+                    .as_ref()
+                    .map(|v| ("hedge_percentile", &v.source)),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            .map_or_else(String::new, |(name, source)| {
+                format!("{name} set by {source}, ")
+            });
+            format!(
+                "{}: hedging is configured ({source}hedge_max_attempts = {} by default)",
+                method.path, hedge.max_attempts
+            )
+        }
+    };
+    Some(match reason {
+        NoHedge::NotIdempotent => {
+            let why = match &policy.idempotent {
+                Some(Sourced { source, .. }) => {
+                    format!("it is declared not idempotent by {source}")
+                }
+                None => "nothing declares it idempotent".to_owned(),
+            };
+            format!(
+                "{asked}, but {why}, so it is never hedged. If repeating it is safe, mark it \
+                 with `option idempotency_level = IDEMPOTENT;` (or NO_SIDE_EFFECTS) in the \
+                 proto, `idempotent: true` in its `(resilient.v1.policy)`, or \
+                 `.idempotent(true)` in build.rs; otherwise turn hedging off for it with \
+                 `.no_hedge()` or `hedge_max_attempts: 1`"
+            )
+        }
+        NoHedge::NotUnary => format!(
+            "{asked}, but it is a {} RPC and only unary calls are hedged, so it is never \
+             hedged. Turn hedging off for it with `.no_hedge()` or `hedge_max_attempts: 1`",
+            method.kind.describe()
+        ),
+    })
 }
 
 fn invalid_input(message: String) -> io::Error {
@@ -1828,5 +2224,399 @@ mod tests {
         let mut services = fixture();
         resolve(&mut services, &[]).unwrap();
         assert!(self::warnings(&services).is_empty());
+    }
+
+    #[test]
+    fn hedge_sets_attempts_and_only_the_fields_it_names() {
+        let values = Policy::new().hedge(Hedge::new()).values;
+        assert_eq!(
+            values,
+            PolicyValues {
+                hedge_requested: true,
+                ..PolicyValues::EMPTY
+            }
+        );
+        let values = Policy::new()
+            .hedge(Hedge::new().max_attempts(3).delay(ms(10)))
+            .hedge(Hedge::new().fixed_delay())
+            .values;
+        assert_eq!(values.hedge_max_attempts, Some(3));
+        assert_eq!(values.hedge_delay, Some(ms(10)));
+        assert_eq!(values.hedge_percentile, Some(0.0));
+        assert_eq!(
+            Policy::new()
+                .hedge(Hedge::new().percentile(0.9))
+                .values
+                .hedge_percentile,
+            Some(0.9)
+        );
+        // The later of `.hedge()` and `.no_hedge()` wins.
+        let off = Policy::new().hedge(Hedge::new()).no_hedge().values;
+        assert_eq!(
+            (off.hedge_max_attempts, off.hedge_requested),
+            (Some(1), false)
+        );
+        let on = Policy::new().no_hedge().hedge(Hedge::new()).values;
+        assert_eq!((on.hedge_max_attempts, on.hedge_requested), (None, true));
+    }
+
+    #[test]
+    fn hedge_fields_merge_per_field_with_sources() {
+        let mut services = fixture();
+        services[0].option = Some(ProtoOption {
+            values: PolicyValues {
+                hedge_delay: Some(ms(40)),
+                hedge_max_attempts: Some(4),
+                ..PolicyValues::EMPTY
+            },
+            at: at(9),
+        });
+        services[0].methods[0].option = Some(ProtoOption {
+            values: PolicyValues {
+                hedge_percentile: Some(0.0),
+                hedge_max_attempts: Some(1),
+                ..PolicyValues::EMPTY
+            },
+            at: at(12),
+        });
+        let validate = ".nova.auth.v1.AuthService.ValidateToken";
+        resolve(
+            &mut services,
+            &policies(vec![
+                (".", Policy::new().hedge(Hedge::new().delay(ms(5)))),
+                (validate, Policy::new().idempotent(true).hedge(Hedge::new())),
+                (
+                    ".nova.auth.v1.AuthService.Login",
+                    Policy::new().hedge(Hedge::new().max_attempts(3).percentile(0.99)),
+                ),
+            ]),
+        )
+        .unwrap();
+        let policy = &services[0].methods[0].policy;
+        // `.hedge(Hedge::new())` keeps a lower layer's count above 1, not its "no hedging".
+        assert_eq!(
+            policy.hedge_max_attempts,
+            Some(Sourced {
+                value: 4,
+                source: Source::ProtoService(at(9))
+            })
+        );
+        // The proto service option beats the build.rs default.
+        assert_eq!(
+            policy.hedge_delay,
+            Some(Sourced {
+                value: ms(40),
+                source: Source::ProtoService(at(9))
+            })
+        );
+        assert_eq!(
+            policy.hedge_percentile,
+            Some(Sourced {
+                value: 0.0,
+                source: Source::ProtoMethod(at(12))
+            })
+        );
+        assert_eq!(
+            HedgeValues::of(policy),
+            Some(HedgeValues {
+                max_attempts: 4,
+                delay: ms(40),
+                percentile: None
+            })
+        );
+        let login = &services[0].methods[1].policy;
+        assert_eq!(login.hedge_max_attempts.as_ref().unwrap().value, 3);
+        assert_eq!(
+            HedgeValues::of(login).unwrap().percentile,
+            Some(0.99),
+            "{login:?}"
+        );
+
+        // Without a count anywhere, `.hedge(Hedge::new())` means the runtime's default.
+        let mut services = fixture();
+        resolve(
+            &mut services,
+            &policies(vec![(validate, Policy::new().hedge(Hedge::new()))]),
+        )
+        .unwrap();
+        let policy = &services[0].methods[0].policy;
+        assert_eq!(
+            policy.hedge_max_attempts,
+            Some(Sourced {
+                value: Hedge::DEFAULT_MAX_ATTEMPTS,
+                source: rpc(validate)
+            })
+        );
+        assert_eq!(
+            HedgeValues::of(policy),
+            Some(HedgeValues {
+                max_attempts: 2,
+                delay: Hedge::DEFAULT_DELAY,
+                percentile: Some(Hedge::DEFAULT_PERCENTILE)
+            })
+        );
+        // No layer sets a hedging field for MediaService.
+        assert!(!services[1].methods[0].policy.has_hedge());
+        assert_eq!(HedgeValues::of(&services[1].methods[0].policy), None);
+    }
+
+    #[test]
+    fn invalid_hedge_values_name_rpc_option_and_source() {
+        let login = ".nova.auth.v1.AuthService.Login";
+        let source = "set by build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`";
+        let table: Vec<(Hedge, String)> = vec![
+            (
+                Hedge::new().max_attempts(0),
+                format!(
+                    "hedge_max_attempts = 0 ({source}); a call makes at least one attempt. Use 1 \
+                     (no hedging) to 5"
+                ),
+            ),
+            (
+                Hedge::new().max_attempts(6),
+                format!(
+                    "hedge_max_attempts = 6 ({source}); more attempts would multiply the load on \
+                     a slow dependency. Use 1 (no hedging) to 5"
+                ),
+            ),
+            (
+                Hedge::new().delay(Duration::ZERO),
+                format!(
+                    "hedge_delay = 0 ({source}); every attempt would be sent at once. Use a \
+                     positive duration, or leave it unset for the runtime's default (50ms)"
+                ),
+            ),
+            (
+                Hedge::new().percentile(0.3),
+                format!(
+                    "hedge_percentile = 0.3 ({source}); most calls would be hedged. Use 0.5 to \
+                     0.999, or 0 (`.fixed_delay()`) to wait the fixed hedge_delay"
+                ),
+            ),
+            (
+                Hedge::new().percentile(0.9999),
+                format!(
+                    "hedge_percentile = 0.9999 ({source}); so few recent calls are that slow \
+                     that the estimate would not hold. Use 0.5 to 0.999, or 0 \
+                     (`.fixed_delay()`) to wait the fixed hedge_delay"
+                ),
+            ),
+            (
+                Hedge::new().percentile(95.0),
+                format!(
+                    "hedge_percentile = 95 ({source}); a percentile is a fraction of the calls, \
+                     between 0 and 1. Use"
+                ),
+            ),
+            (
+                Hedge::new().percentile(-0.5),
+                "hedge_percentile = -0.5 (set by".to_owned(),
+            ),
+            (
+                Hedge::new().percentile(f64::NAN),
+                format!("hedge_percentile = NaN ({source}); it is not a finite number. Use"),
+            ),
+            (
+                Hedge::new().percentile(f64::INFINITY),
+                "hedge_percentile = inf (set by".to_owned(),
+            ),
+        ];
+        for (hedge, expected) in table {
+            let message = err(&mut fixture(), vec![(login, Policy::new().hedge(hedge))]);
+            assert_eq!(message.lines().count(), 1, "{message}");
+            assert!(
+                message.starts_with(&format!("invalid policy for {login}: {expected}")),
+                "{message}\n{expected}"
+            );
+        }
+
+        // From a proto option, the source is its file and line.
+        let mut services = fixture();
+        services[0].methods[1].option = Some(ProtoOption {
+            values: PolicyValues {
+                hedge_max_attempts: Some(9),
+                ..PolicyValues::EMPTY
+            },
+            at: at(20),
+        });
+        assert_eq!(
+            err(&mut services, vec![]),
+            "invalid policy for .nova.auth.v1.AuthService.Login: hedge_max_attempts = 9 (set by \
+             `(resilient.v1.policy)` at nova/auth/v1/auth.proto:20); more attempts would \
+             multiply the load on a slow dependency. Use 1 (no hedging) to 5"
+        );
+
+        for hedge in [
+            Hedge::new().max_attempts(1),
+            Hedge::new().max_attempts(5),
+            Hedge::new().percentile(0.5),
+            Hedge::new().percentile(0.999),
+            Hedge::new().percentile(-0.0),
+            Hedge::new().fixed_delay().delay(Duration::from_nanos(1)),
+        ] {
+            resolve(
+                &mut fixture(),
+                &policies(vec![(login, Policy::new().idempotent(true).hedge(hedge))]),
+            )
+            .unwrap();
+        }
+        // An overridden bad value is not an error.
+        resolve(
+            &mut fixture(),
+            &policies(vec![
+                (".", Policy::new().hedge(Hedge::new().max_attempts(0))),
+                (".nova", Policy::new().hedge(Hedge::new().max_attempts(2))),
+            ]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn hedging_and_retries_on_one_rpc_fail_the_build_naming_both() {
+        let validate = ".nova.auth.v1.AuthService.ValidateToken";
+        let message = err(
+            &mut fixture(),
+            vec![
+                (".", Policy::new().retry(Retry::new())),
+                (
+                    validate,
+                    Policy::new()
+                        .idempotent(true)
+                        .hedge(Hedge::new().max_attempts(3)),
+                ),
+            ],
+        );
+        assert_eq!(
+            message,
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: hedging \
+             (hedge_max_attempts = 3, set by build.rs \
+             `.policy(\".nova.auth.v1.AuthService.ValidateToken\", ..)`) and retries \
+             (max_attempts = 3, set by build.rs default policy (`.policy(\".\", ..)`)) exclude \
+             each other. To hedge it, turn retries off for this RPC with `.no_retry()` or \
+             `max_attempts: 1`; to retry it, turn hedging off with `.no_hedge()` or \
+             `hedge_max_attempts: 1`"
+        );
+
+        // Turned on by other fields: named, with the default count.
+        let mut services = fixture();
+        services[0].methods[0].option = Some(ProtoOption {
+            values: PolicyValues {
+                idempotent: Some(true),
+                hedge_delay: Some(ms(30)),
+                initial_backoff: Some(ms(10)),
+                ..PolicyValues::EMPTY
+            },
+            at: at(12),
+        });
+        assert_eq!(
+            err(&mut services, vec![]),
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: hedging (hedge_delay \
+             set by `(resilient.v1.policy)` at nova/auth/v1/auth.proto:12, with the default \
+             hedge_max_attempts = 2) and retries (initial_backoff set by \
+             `(resilient.v1.policy)` at nova/auth/v1/auth.proto:12, with the default \
+             max_attempts = 3) exclude each other. To hedge it, turn retries off for this RPC \
+             with `.no_retry()` or `max_attempts: 1`; to retry it, turn hedging off with \
+             `.no_hedge()` or `hedge_max_attempts: 1`"
+        );
+
+        // Either one off, or an RPC the runtime would neither retry nor hedge: no error.
+        let mut services = fixture();
+        services[1].methods[1].kind = RpcKind::ServerStreaming;
+        resolve(
+            &mut services,
+            &policies(vec![
+                (
+                    ".",
+                    Policy::new()
+                        .retry(Retry::new())
+                        .hedge(Hedge::new())
+                        .idempotent(true),
+                ),
+                (validate, Policy::new().no_retry()),
+                (".nova.auth.v1.AuthService.Login", Policy::new().no_hedge()),
+                (
+                    ".nova.media.v1.MediaService.UploadMedia",
+                    Policy::new().idempotent(false),
+                ),
+            ]),
+        )
+        .unwrap();
+        let hedged = |i: usize, j: usize| HedgeValues::of(&services[i].methods[j].policy);
+        assert_eq!(hedged(0, 0).unwrap().max_attempts, 2);
+        assert_eq!(hedged(0, 1).unwrap().max_attempts, 1);
+        // GetMedia streams its responses: retried, never hedged (a warning, not an error).
+        assert!(services[1].methods[1].policy.asks_for_retries());
+        assert_eq!(services[1].methods[1].no_hedge(), Some(NoHedge::NotUnary));
+    }
+
+    #[test]
+    fn warnings_for_hedging_that_never_happens() {
+        let mut services = fixture();
+        services[1].methods[1].kind = RpcKind::ServerStreaming;
+        resolve(
+            &mut services,
+            &policies(vec![
+                (".", Policy::new().hedge(Hedge::new().max_attempts(3))),
+                (
+                    ".nova.auth.v1.AuthService.ValidateToken",
+                    Policy::new().idempotent(true),
+                ),
+                (
+                    ".nova.auth.v1.AuthService.Login",
+                    Policy::new().idempotent(false),
+                ),
+                (
+                    ".nova.media.v1.MediaService.UploadMedia",
+                    Policy::new().no_hedge(),
+                ),
+                (
+                    ".nova.media.v1.MediaService.GetMedia",
+                    Policy::new().idempotent(true),
+                ),
+            ]),
+        )
+        .unwrap();
+        let warnings = warnings(&services);
+        // ValidateToken is hedged; UploadMedia turns hedging off.
+        assert_eq!(
+            warnings,
+            [
+                ".nova.auth.v1.AuthService.Login: hedging is configured (hedge_max_attempts = 3, \
+                 set by build.rs default policy (`.policy(\".\", ..)`)), but it is declared not \
+                 idempotent by build.rs `.policy(\".nova.auth.v1.AuthService.Login\", ..)`, so \
+                 it is never hedged. If repeating it is safe, mark it with `option \
+                 idempotency_level = IDEMPOTENT;` (or NO_SIDE_EFFECTS) in the proto, \
+                 `idempotent: true` in its `(resilient.v1.policy)`, or `.idempotent(true)` in \
+                 build.rs; otherwise turn hedging off for it with `.no_hedge()` or \
+                 `hedge_max_attempts: 1`",
+                ".nova.media.v1.MediaService.GetMedia: hedging is configured (hedge_max_attempts \
+                 = 3, set by build.rs default policy (`.policy(\".\", ..)`)), but it is a server \
+                 streaming RPC and only unary calls are hedged, so it is never hedged. Turn \
+                 hedging off for it with `.no_hedge()` or `hedge_max_attempts: 1`",
+            ]
+        );
+
+        // In a proto option, a delay alone turns hedging on, with the default count.
+        let mut services = fixture();
+        services[0].methods[1].option = Some(ProtoOption {
+            values: PolicyValues {
+                hedge_delay: Some(ms(20)),
+                ..PolicyValues::EMPTY
+            },
+            at: at(20),
+        });
+        resolve(&mut services, &[]).unwrap();
+        assert_eq!(
+            self::warnings(&services),
+            [
+                ".nova.auth.v1.AuthService.Login: hedging is configured (hedge_delay set by \
+                 `(resilient.v1.policy)` at nova/auth/v1/auth.proto:20, hedge_max_attempts = 2 \
+                 by default), but nothing declares it idempotent, so it is never hedged. If \
+                 repeating it is safe, mark it with `option idempotency_level = IDEMPOTENT;` (or \
+                 NO_SIDE_EFFECTS) in the proto, `idempotent: true` in its \
+                 `(resilient.v1.policy)`, or `.idempotent(true)` in build.rs; otherwise turn \
+                 hedging off for it with `.no_hedge()` or `hedge_max_attempts: 1`"
+            ]
+        );
     }
 }

@@ -4,8 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::codes;
-use crate::model::{MethodModel, NoRetry, ServiceModel, Sourced, show_duration as duration};
-use crate::policy::{FallbackMode, Retry};
+use crate::model::{
+    MethodModel, NoHedge, NoRetry, ServiceModel, Sourced, show_duration as duration,
+};
+use crate::policy::{FallbackMode, Hedge, HedgeValues, Retry};
 
 const UNSET: &str = "—";
 const PRESET: &str = "`RESILIENT_ENV` preset (run time)";
@@ -17,8 +19,8 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
     out.push_str("# resilient-build report\n\n");
     out.push_str(
         "Build-time policy of every RPC and where each value came from. A value shown as \
-         `—` is left to the `RESILIENT_ENV` preset at run time; a retry or bulkhead value \
-         no layer sets is the runtime's default; the runtime configuration named by \
+         `—` is left to the `RESILIENT_ENV` preset at run time; a retry, hedging or bulkhead \
+         value no layer sets is the runtime's default; the runtime configuration named by \
          `RESILIENT_CONFIG` may override any value when the client is built.\n\n",
     );
     out.push_str(
@@ -103,6 +105,7 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
                 None => out.push_str("| idempotent | no | not declared |\n"),
             }
             retry_rows(&mut out, method);
+            hedge_rows(&mut out, method);
             bulkhead_rows(&mut out, method);
             notes(&mut out, method);
         }
@@ -192,6 +195,62 @@ fn retry_rows(out: &mut String, method: &MethodModel) {
     }
 }
 
+fn hedge_rows(out: &mut String, method: &MethodModel) {
+    let policy = &method.policy;
+    if !policy.has_hedge() {
+        out.push_str("| hedge | off | not set |\n");
+        return;
+    }
+    let percentile = |q: f64| {
+        if q == 0.0 {
+            "0 (fixed delay)".to_owned()
+        } else {
+            q.to_string()
+        }
+    };
+    let rows = [
+        (
+            "hedge_max_attempts",
+            policy.hedge_max_attempts.as_ref().map(|v| {
+                let shown = if v.value == 1 {
+                    "1 (no hedging)".to_owned()
+                } else {
+                    v.value.to_string()
+                };
+                (shown, &v.source)
+            }),
+            Hedge::DEFAULT_MAX_ATTEMPTS.to_string(),
+        ),
+        (
+            "hedge_delay",
+            policy
+                .hedge_delay
+                .as_ref()
+                .map(|v| (duration(v.value), &v.source)),
+            duration(Hedge::DEFAULT_DELAY),
+        ),
+        (
+            "hedge_percentile",
+            policy
+                .hedge_percentile
+                .as_ref()
+                .map(|v| (percentile(v.value), &v.source)),
+            percentile(Hedge::DEFAULT_PERCENTILE),
+        ),
+    ];
+    for (option, value, default) in rows {
+        let _ = match value {
+            Some((value, source)) => writeln!(
+                out,
+                "| {option} | {} | {} |",
+                cell(&value),
+                cell(&source.to_string())
+            ),
+            None => writeln!(out, "| {option} | {} | {RUNTIME_DEFAULT} |", cell(&default)),
+        };
+    }
+}
+
 fn bulkhead_rows(out: &mut String, method: &MethodModel) {
     let policy = &method.policy;
     if !policy.has_bulkhead_fields() {
@@ -251,6 +310,19 @@ fn notes(out: &mut String, method: &MethodModel) {
             Some(NoRetry::StreamedRequest) => out.push_str(
                 "\nNever retried: its request stream is consumed by the first attempt, so the \
                  generated code carries no retry policy (the build warned).\n",
+            ),
+            None => {}
+        }
+    }
+    if HedgeValues::of(policy).is_some_and(|h| h.max_attempts > 1) {
+        match method.no_hedge() {
+            Some(NoHedge::NotIdempotent) => out.push_str(
+                "\nNever hedged: the RPC is not idempotent, so the generated code carries no \
+                 hedging policy (the build warned). Mark it idempotent to hedge it.\n",
+            ),
+            Some(NoHedge::NotUnary) => out.push_str(
+                "\nNever hedged: only unary calls are hedged, so the generated code carries no \
+                 hedging policy (the build warned).\n",
             ),
             None => {}
         }

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use resilient_build::{Policy, Retry};
+use resilient_build::{Hedge, Policy, Retry};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -326,5 +326,84 @@ fn a_file_cut_short_names_the_file_and_its_last_line() {
              of file",
             shown(&path)
         )
+    );
+}
+
+#[test]
+fn out_of_range_hedge_values_are_rejected() {
+    let dir = TempDir::new("hedge");
+    let path = dir.proto(&AUTH.replace(
+        "success_threshold: 0",
+        "idempotent: true hedge_percentile: 0.2",
+    ));
+    let message = dir.compile(resilient_build::configure().policy(
+        ".nova.auth.v1.AuthService.Refresh",
+        Policy::new().hedge(Hedge::new().max_attempts(8).delay(Duration::ZERO)),
+    ));
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "invalid policy for .nova.auth.v1.AuthService.ValidateToken: hedge_percentile = \
+                 0.2 (set by `(resilient.v1.policy)` at {}:7); most calls would be hedged. Use \
+                 0.5 to 0.999, or 0 (`.fixed_delay()`) to wait the fixed hedge_delay",
+                shown(&path)
+            ),
+            "invalid policy for .nova.auth.v1.AuthService.Refresh: hedge_max_attempts = 8 (set \
+             by build.rs `.policy(\".nova.auth.v1.AuthService.Refresh\", ..)`); more attempts \
+             would multiply the load on a slow dependency. Use 1 (no hedging) to 5"
+                .to_owned(),
+            "invalid policy for .nova.auth.v1.AuthService.Refresh: hedge_delay = 0 (set by \
+             build.rs `.policy(\".nova.auth.v1.AuthService.Refresh\", ..)`); every attempt \
+             would be sent at once. Use a positive duration, or leave it unset for the \
+             runtime's default (50ms)"
+                .to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn hedging_and_retries_on_one_rpc_name_both_sources_and_the_fix() {
+    let dir = TempDir::new("hedge-retry");
+    let path = dir.proto(&AUTH.replace(
+        "success_threshold: 0",
+        "idempotent: true hedge_max_attempts: 2 hedge_delay_ms: 30",
+    ));
+    let message = dir.compile(resilient_build::configure().policy(
+        ".nova.auth.v1.AuthService",
+        Policy::new().retry(Retry::new().max_attempts(4)),
+    ));
+    assert_eq!(
+        message,
+        format!(
+            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: hedging \
+             (hedge_max_attempts = 2, set by `(resilient.v1.policy)` at {}:7) and retries \
+             (max_attempts = 4, set by build.rs `.policy(\".nova.auth.v1.AuthService\", ..)`) \
+             exclude each other. To hedge it, turn retries off for this RPC with `.no_retry()` \
+             or `max_attempts: 1`; to retry it, turn hedging off with `.no_hedge()` or \
+             `hedge_max_attempts: 1`",
+            shown(&path)
+        )
+    );
+
+    // The fix the message names: retries off for that RPC.
+    let out = dir.0.join("out");
+    resilient_build::configure()
+        .policy(
+            ".nova.auth.v1.AuthService",
+            Policy::new().retry(Retry::new().max_attempts(4)),
+        )
+        .policy(
+            ".nova.auth.v1.AuthService.ValidateToken",
+            Policy::new().no_retry(),
+        )
+        .out_dir(&out)
+        .emit_rerun_if_changed(false)
+        .compile_protos(&[path], &[dir.0.join("proto")])
+        .unwrap();
+    let generated = fs::read_to_string(out.join("nova.auth.v1.rs")).unwrap();
+    assert!(
+        generated.contains("hedge: Some(resilient_runtime::spec::HedgeSpec"),
+        "{generated}"
     );
 }

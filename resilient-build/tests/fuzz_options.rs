@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use resilient_build::{Policy, Retry};
+use resilient_build::{Hedge, Policy, Retry};
 
 /// Cases per property; `PROPTEST_CASES` raises it for a longer run.
 fn cases(default: u32) -> Config {
@@ -140,6 +140,9 @@ const POLICY_FIELDS: &[&str] = &[
     "max_concurrent",
     "max_wait_ms",
     "shared_bulkhead",
+    "hedge_max_attempts",
+    "hedge_delay_ms",
+    "hedge_percentile",
     // not fields
     "failure_treshold",
     "timeout",
@@ -165,6 +168,7 @@ const SCALARS: &[&str] = &[
     "010",
     "08",
     "0.5",
+    "0.999",
     "1.0",
     "1e308",
     "1e309",
@@ -315,7 +319,7 @@ fn random_option_bodies_never_panic() {
 }
 
 /// A valid option that sets every field, then broken at random places.
-const VALID_RPC_OPTION: &str = "    option (resilient.v1.policy) = {\n      failure_threshold: 3 success_threshold: 2 open_for_ms: 5000 timeout_ms: 800\n      half_open_max_calls: 2 fallback: true idempotent: true max_attempts: 3\n      initial_backoff_ms: 20 max_backoff_ms: 400 backoff_multiplier: 1.5\n      retryable_codes: [\"UNAVAILABLE\", \"RESOURCE_EXHAUSTED\"] attempt_timeout_ms: 300\n      max_concurrent: 16 max_wait_ms: 5 shared_bulkhead: false\n    };";
+const VALID_RPC_OPTION: &str = "    option (resilient.v1.policy) = {\n      failure_threshold: 3 success_threshold: 2 open_for_ms: 5000 timeout_ms: 800\n      half_open_max_calls: 2 fallback: true idempotent: true max_attempts: 3\n      initial_backoff_ms: 20 max_backoff_ms: 400 backoff_multiplier: 1.5\n      retryable_codes: [\"UNAVAILABLE\", \"RESOURCE_EXHAUSTED\"] attempt_timeout_ms: 300\n      max_concurrent: 16 max_wait_ms: 5 shared_bulkhead: false\n      hedge_max_attempts: 1 hedge_delay_ms: 40 hedge_percentile: 0.9\n    };";
 const VALID_SERVICE_OPTION: &str = "  option (resilient.v1.service_policy) = { failure_threshold: 5 timeout_ms: 2000 max_concurrent: 32 };";
 
 #[test]
@@ -333,6 +337,10 @@ fn valid_options_build_and_mutations_never_panic() {
     assert!(
         rust.contains("800"),
         "timeout_ms is not in the generated code"
+    );
+    assert!(
+        rust.contains("percentile: Some(0.9)"),
+        "hedge_percentile is not in the generated code"
     );
 
     let edit = (
@@ -395,12 +403,29 @@ fn extreme_build_rs_values_never_panic() {
         any::<u32>(),
         (any::<u32>(), any::<f64>()),
         any::<u32>(),
+        (any::<u32>(), duration(), any::<f64>(), any::<bool>()),
     );
     TestRunner::new(cases(120))
         .run(
             &strategy,
-            |(timeout, open_for, backoff, wait, threshold, (attempts, multiplier), limit)| {
+            |(
+                timeout,
+                open_for,
+                backoff,
+                wait,
+                threshold,
+                (attempts, multiplier),
+                limit,
+                (hedges, delay, percentile, idempotent),
+            )| {
                 let policy = Policy::new()
+                    .idempotent(idempotent)
+                    .hedge(
+                        Hedge::new()
+                            .max_attempts(hedges)
+                            .delay(delay)
+                            .percentile(percentile),
+                    )
                     .timeout(timeout)
                     .open_for(open_for)
                     .failure_threshold(threshold)

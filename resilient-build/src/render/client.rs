@@ -9,7 +9,7 @@ use quote::{format_ident, quote};
 use super::{RenderOptions, docs, method_ident, rust_type};
 use crate::model::{MethodModel, RpcKind, ServiceModel, Sourced};
 use crate::parse::client_module_name;
-use crate::policy::{FallbackMode, RetryValues};
+use crate::policy::{FallbackMode, HedgeValues, RetryValues};
 
 /// The `SERVICE` table: names, kinds and build-time policies the runtime reads.
 pub(crate) fn spec_table(service: &ServiceModel) -> io::Result<TokenStream> {
@@ -71,6 +71,7 @@ fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
     };
     let retry = retry_spec(method)?;
     let bulkhead = bulkhead_spec(method)?;
+    let hedge = hedge_spec(method)?;
     Ok(quote! {
         resilient_runtime::spec::MethodSpec {
             name: #name,
@@ -85,6 +86,7 @@ fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
                 fallback: #fallback,
                 retry: #retry,
                 bulkhead: #bulkhead,
+                hedge: #hedge,
                 ..resilient_runtime::spec::PolicySpec::EMPTY
             },
         }
@@ -137,6 +139,42 @@ fn retry_spec(method: &MethodModel) -> io::Result<TokenStream> {
             multiplier: #multiplier,
             retryable: resilient_runtime::spec::CodeSet::of(&[#(#codes),*]),
             attempt_timeout: #attempt_timeout,
+        })
+    })
+}
+
+/// `Some(HedgeSpec { .. })` with the runtime's defaults for unset fields, when a layer
+/// sets a hedging field and the RPC can be hedged; `None` otherwise (an RPC that is not
+/// idempotent or not unary is never hedged; the build has already warned).
+fn hedge_spec(method: &MethodModel) -> io::Result<TokenStream> {
+    let Some(hedge) = HedgeValues::of(&method.policy).filter(|_| method.no_hedge().is_none())
+    else {
+        return Ok(quote!(None));
+    };
+    let max_attempts = Literal::u32_unsuffixed(hedge.max_attempts);
+    let delay = duration_tokens(&method.path, "hedge_delay", hedge.delay)?;
+    let percentile = match hedge.percentile {
+        Some(q) if q.is_finite() => {
+            // Rust prints the shortest decimal that reads back as the same f64: exact.
+            let q = Literal::f64_unsuffixed(q);
+            quote!(Some(#q))
+        }
+        Some(q) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "invalid policy for {}: hedge_percentile = {q} is not a finite number",
+                    method.path
+                ),
+            ));
+        }
+        None => quote!(None),
+    };
+    Ok(quote! {
+        Some(resilient_runtime::spec::HedgeSpec {
+            max_attempts: #max_attempts,
+            delay: #delay,
+            percentile: #percentile,
         })
     })
 }

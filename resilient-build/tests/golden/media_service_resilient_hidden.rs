@@ -35,6 +35,19 @@ pub mod media_service_resilient {
         > + Send {
             async move { Err(cause.into_status()) }
         }
+        /// Fallback for `GetThumbnail`: gets the request message and why the call did not succeed. The default returns `cause.into_status()`.
+        ///
+        /// Fetches a small preview of one media item: hedged rather than retried.
+        #[allow(unused_variables)]
+        fn get_thumbnail(
+            &self,
+            request: super::GetMediaRequest,
+            cause: resilient_runtime::FallbackCause,
+        ) -> impl std::future::Future<
+            Output = Result<tonic::Response<super::Media>, tonic::Status>,
+        > + Send {
+            async move { Err(cause.into_status()) }
+        }
         /// Fallback for `StreamMedia`: gets the request message and why the call did not succeed. The default returns `cause.into_status()`.
         ///
         /// Streams the chunks of one media item.
@@ -137,6 +150,32 @@ pub mod media_service_resilient {
                         max_wait: std::time::Duration::from_millis(0),
                         shared: false,
                     }),
+                    hedge: None,
+                    ..resilient_runtime::spec::PolicySpec::EMPTY
+                },
+            },
+            resilient_runtime::spec::MethodSpec {
+                name: "GetThumbnail",
+                kind: resilient_runtime::spec::RpcKind::Unary,
+                idempotent: true,
+                policy: resilient_runtime::spec::PolicySpec {
+                    failure_threshold: Some(3),
+                    success_threshold: None,
+                    open_for: None,
+                    timeout: Some(std::time::Duration::from_millis(1500)),
+                    half_open_max_calls: Some(2),
+                    fallback: None,
+                    retry: None,
+                    bulkhead: Some(resilient_runtime::spec::BulkheadSpec {
+                        max_concurrent: 16,
+                        max_wait: std::time::Duration::from_millis(0),
+                        shared: false,
+                    }),
+                    hedge: Some(resilient_runtime::spec::HedgeSpec {
+                        max_attempts: 3,
+                        delay: std::time::Duration::from_millis(40),
+                        percentile: None,
+                    }),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -170,6 +209,7 @@ pub mod media_service_resilient {
                         max_wait: std::time::Duration::from_millis(0),
                         shared: false,
                     }),
+                    hedge: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -190,6 +230,7 @@ pub mod media_service_resilient {
                         max_wait: std::time::Duration::from_millis(100),
                         shared: true,
                     }),
+                    hedge: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -214,6 +255,7 @@ pub mod media_service_resilient {
                         max_wait: std::time::Duration::from_millis(250),
                         shared: false,
                     }),
+                    hedge: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -234,6 +276,7 @@ pub mod media_service_resilient {
                         max_wait: std::time::Duration::from_millis(0),
                         shared: false,
                     }),
+                    hedge: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -416,6 +459,27 @@ pub mod media_service_resilient {
                 )
                 .await
         }
+        /// Fetches a small preview of one media item: hedged rather than retried.
+        ///
+        /// Calls `GetThumbnail` through its breaker, timeout and fallback.
+        pub async fn get_thumbnail(
+            &self,
+            request: impl tonic::IntoRequest<super::GetMediaRequest>,
+        ) -> Result<tonic::Response<super::Media>, tonic::Status> {
+            let inner = &self.inner;
+            let fallback = &self.fallback;
+            resilient_runtime::call::unary(
+                    self.runtime.method(1),
+                    request.into_request(),
+                    F::ENABLED,
+                    move |request| {
+                        let mut inner = std::clone::Clone::clone(inner);
+                        async move { inner.get_thumbnail(request).await }
+                    },
+                    move |message, cause| fallback.get_thumbnail(message, cause),
+                )
+                .await
+        }
         /// Streams the chunks of one media item.
         ///
         /// Calls `StreamMedia` through its breaker, timeout and fallback.
@@ -429,7 +493,7 @@ pub mod media_service_resilient {
             let inner = &self.inner;
             let fallback = &self.fallback;
             resilient_runtime::call::server_streaming(
-                    self.runtime.method(1),
+                    self.runtime.method(2),
                     request.into_request(),
                     F::ENABLED,
                     move |request| {
@@ -450,7 +514,7 @@ pub mod media_service_resilient {
             let mut inner = std::clone::Clone::clone(&self.inner);
             let fallback = &self.fallback;
             resilient_runtime::call::client_streaming(
-                    self.runtime.method(2),
+                    self.runtime.method(3),
                     request.into_streaming_request(),
                     F::ENABLED,
                     move |request| async move { inner.upload_media(request).await },
@@ -471,7 +535,7 @@ pub mod media_service_resilient {
             let mut inner = std::clone::Clone::clone(&self.inner);
             let fallback = &self.fallback;
             resilient_runtime::call::bidi_streaming(
-                    self.runtime.method(3),
+                    self.runtime.method(4),
                     request.into_streaming_request(),
                     F::ENABLED,
                     move |request| async move { inner.chat(request).await },
@@ -491,7 +555,7 @@ pub mod media_service_resilient {
             let inner = &self.inner;
             let fallback = &self.fallback;
             resilient_runtime::call::unary(
-                    self.runtime.method(4),
+                    self.runtime.method(5),
                     request.into_request(),
                     F::ENABLED,
                     move |request| {
