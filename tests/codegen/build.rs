@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use resilient_build::{Policy, Retry};
+use resilient_build::{Hedge, Policy, Retry};
 
 fn main() -> std::io::Result<()> {
     resilient_build::configure()
@@ -22,6 +22,11 @@ fn main() -> std::io::Result<()> {
                     .initial_backoff(Duration::from_millis(1))
                     .max_backoff(Duration::from_millis(5)),
             ),
+        )
+        // Write is not idempotent: the build warns and it is never hedged.
+        .policy(
+            ".test.flaky.v1.HedgedService",
+            Policy::new().hedge(Hedge::new().fixed_delay()),
         )
         .compile_protos(
             &[

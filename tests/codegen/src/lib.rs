@@ -24,7 +24,7 @@ pub mod test {
             tonic::include_proto!("test.b.v1");
         }
     }
-    /// `test.flaky.v1`: scripted faults, for retries and bulkheads.
+    /// `test.flaky.v1`: scripted faults, for retries, hedging and bulkheads.
     pub mod flaky {
         /// Version 1.
         pub mod v1 {

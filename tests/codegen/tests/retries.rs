@@ -1,4 +1,4 @@
-//! Retries, the retry budget, pushback and bulkheads, against a real tonic server on
+//! Retries, hedging, the retry budget, pushback and bulkheads, against a real tonic server on
 //! 127.0.0.1 that counts the attempts it receives.
 
 use std::collections::HashMap;
@@ -9,10 +9,14 @@ use std::time::{Duration, Instant};
 use codegen_tests::test::flaky::v1::flaky_service_client::FlakyServiceClient;
 use codegen_tests::test::flaky::v1::flaky_service_resilient::FlakyServiceResilientClient;
 use codegen_tests::test::flaky::v1::flaky_service_server::{FlakyService, FlakyServiceServer};
+use codegen_tests::test::flaky::v1::hedged_service_client::HedgedServiceClient;
+use codegen_tests::test::flaky::v1::hedged_service_resilient::HedgedServiceResilientClient;
+use codegen_tests::test::flaky::v1::hedged_service_server::{HedgedService, HedgedServiceServer};
 use codegen_tests::test::flaky::v1::{FlakyReply, FlakyRequest};
 use resilient_runtime::bulkhead::is_bulkhead_rejection;
 use resilient_runtime::client::ServiceRuntime;
 use resilient_runtime::config::RuntimeConfig;
+use resilient_runtime::spec::HedgeSpec;
 use resilient_runtime::{Ejection, Environment, Pool, is_circuit_open};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -70,6 +74,16 @@ impl FlakyService for Svc {
         self.0.answer(r.into_inner()).await
     }
     async fn create(&self, r: Request<FlakyRequest>) -> Result<Response<FlakyReply>, Status> {
+        self.0.answer(r.into_inner()).await
+    }
+}
+
+#[tonic::async_trait]
+impl HedgedService for Svc {
+    async fn read(&self, r: Request<FlakyRequest>) -> Result<Response<FlakyReply>, Status> {
+        self.0.answer(r.into_inner()).await
+    }
+    async fn write(&self, r: Request<FlakyRequest>) -> Result<Response<FlakyReply>, Status> {
         self.0.answer(r.into_inner()).await
     }
 }
@@ -295,7 +309,8 @@ async fn bare_server() -> (Arc<Flaky>, std::net::SocketAddr) {
     let svc = flaky.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(FlakyServiceServer::new(Svc(svc)))
+            .add_service(FlakyServiceServer::new(Svc(svc.clone())))
+            .add_service(HedgedServiceServer::new(Svc(svc)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -527,4 +542,73 @@ fn a_build_time_retry_policy_reaches_only_idempotent_rpcs() {
     let create = spec.method("Create").unwrap();
     assert!(!create.idempotent);
     assert!(create.policy.retry.is_none(), "Create is never retried");
+}
+
+#[test]
+fn a_build_time_hedge_policy_reaches_only_idempotent_unary_rpcs() {
+    let spec = HedgedServiceResilientClient::<Channel>::spec();
+    let read = spec.method("Read").unwrap();
+    assert!(read.idempotent);
+    // build.rs: hedging with a fixed delay; proto: 30 ms (service), 3 attempts (RPC).
+    assert_eq!(
+        read.policy.hedge,
+        Some(HedgeSpec {
+            max_attempts: 3,
+            delay: Duration::from_millis(30),
+            percentile: None,
+        })
+    );
+    assert!(read.policy.retry.is_none());
+    let write = spec.method("Write").unwrap();
+    assert!(!write.idempotent);
+    assert!(write.policy.hedge.is_none(), "Write is never hedged");
+    // The FlakyService retries of build.rs stop at their service.
+    let lookup = FlakyServiceResilientClient::<Channel>::spec()
+        .method("Lookup")
+        .unwrap();
+    assert!(lookup.policy.hedge.is_none());
+}
+
+#[tokio::test]
+async fn a_build_time_hedge_policy_hedges_a_slow_replica_with_no_runtime_config() {
+    let slow = bare_server().await;
+    let fast = bare_server().await;
+    slow.0.slow_ms.store(1_000, Ordering::SeqCst);
+    let list = format!("static:///{},{}", slow.1, fast.1);
+    let pool = Pool::builder(&list)
+        .ejection(Ejection::disabled())
+        .build_resolved()
+        .await
+        .unwrap();
+    // Only the retry budget is raised, so that no hedge is refused; every hedging value
+    // comes from the build.
+    let config = RuntimeConfig::from_toml_str(
+        "test.toml",
+        "[\".test.flaky.v1.HedgedService\"]\nretry_budget_min_per_second = 1000\n",
+    )
+    .unwrap();
+    let spec = HedgedServiceResilientClient::<Pool>::spec();
+    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+    let c = HedgedServiceResilientClient::with_runtime(HedgedServiceClient::new(pool), runtime);
+    assert_eq!(
+        c.runtime().method(0).hedge().map(|h| *h.spec()),
+        spec.methods[0].policy.hedge
+    );
+    assert!(c.runtime().method(1).hedge().is_none());
+
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        let reply = c.read(req(&format!("r{i}"), |_| {})).await.unwrap();
+        assert_eq!(reply.get_ref().hits, 1);
+        worst = worst.max(started.elapsed());
+    }
+    assert!(
+        slow.0.total.load(Ordering::SeqCst) > 0,
+        "the balancer never picked the slow replica"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "a call waited for the slow replica: {worst:?}"
+    );
 }
