@@ -898,7 +898,9 @@ impl RetryValues {
             .map(|c| (*c).to_owned())
             .collect();
         Some(RetryValues {
-            max_attempts: value_or(&policy.max_attempts, Retry::DEFAULT_MAX_ATTEMPTS),
+            // Only `max_attempts` turns retries on; fields that only shape them leave one
+            // attempt until a higher layer (or the runtime config) sets it.
+            max_attempts: value_or(&policy.max_attempts, 1),
             initial_backoff: value_or(&policy.initial_backoff, Retry::DEFAULT_INITIAL_BACKOFF),
             max_backoff: value_or(&policy.max_backoff, Retry::DEFAULT_MAX_BACKOFF),
             backoff_multiplier: value_or(
@@ -2497,7 +2499,8 @@ mod tests {
              `hedge_max_attempts: 1`"
         );
 
-        // Turned on by other fields: named, with the default count.
+        // A field that only shapes retries does not turn them on: hedging alone is fine,
+        // and the spec carries one attempt until the runtime config sets max_attempts.
         let mut services = fixture();
         services[0].methods[0].option = Some(ProtoOption {
             values: PolicyValues {
@@ -2508,16 +2511,10 @@ mod tests {
             },
             at: at(12),
         });
-        assert_eq!(
-            err(&mut services, vec![]),
-            "invalid policy for .nova.auth.v1.AuthService.ValidateToken: hedging (hedge_delay \
-             set by `(resilient.v1.policy)` at nova/auth/v1/auth.proto:12, with the default \
-             hedge_max_attempts = 2) and retries (initial_backoff set by \
-             `(resilient.v1.policy)` at nova/auth/v1/auth.proto:12, with the default \
-             max_attempts = 3) exclude each other. To hedge it, turn retries off for this RPC \
-             with `.no_retry()` or `max_attempts: 1`; to retry it, turn hedging off with \
-             `.no_hedge()` or `hedge_max_attempts: 1`"
-        );
+        resolve(&mut services, &policies(vec![])).unwrap();
+        let shaped = &services[0].methods[0].policy;
+        assert_eq!(RetryValues::of(shaped).unwrap().max_attempts, 1);
+        assert_eq!(HedgeValues::of(shaped).unwrap().max_attempts, 2);
 
         // Either one off, or an RPC the runtime would neither retry nor hedge: no error.
         let mut services = fixture();

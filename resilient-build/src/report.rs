@@ -134,7 +134,7 @@ fn retry_rows(out: &mut String, method: &MethodModel) {
                 .max_attempts
                 .as_ref()
                 .map(|v| (attempts(&v.value), &v.source)),
-            Retry::DEFAULT_MAX_ATTEMPTS.to_string(),
+            "1 (no retry until max_attempts is set)".to_owned(),
         ),
         (
             "initial_backoff",
