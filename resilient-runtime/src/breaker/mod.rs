@@ -6,6 +6,7 @@ pub(crate) mod state;
 mod window;
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -390,7 +391,6 @@ impl CircuitBreaker {
                 } else {
                     None
                 },
-                done: false,
             });
         }
         self.try_acquire_slow()
@@ -415,7 +415,6 @@ impl CircuitBreaker {
                     inner,
                     ticket,
                     started: inner.timed.then(Instant::now),
-                    done: false,
                 })
             }
             Admission::Rejected { retry_after_nanos } => {
@@ -565,6 +564,7 @@ impl Inner {
         self.finish(ticket, outcome, started, false);
     }
 
+    #[inline]
     fn abandon(&self, ticket: Ticket) {
         if ticket.kind == TicketKind::Probe {
             self.core.release(ticket.generation);
@@ -592,26 +592,30 @@ pub struct Permit<'a> {
     inner: &'a Inner,
     ticket: Ticket,
     started: Option<Instant>,
-    done: bool,
 }
 
 impl Permit<'_> {
     /// Records the outcome.
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        self.done = true;
-        let inner = self.inner;
+    pub fn record(self, outcome: Outcome) {
+        // Recording consumes the permit without running its `Drop` (which abandons it):
+        // no flag to set and read back.
+        let Permit {
+            inner,
+            ticket,
+            started,
+        } = *ManuallyDrop::new(self);
         // The common case, kept small enough to inline: a closed-state success with no
         // observer to tell and no duration to measure only clears a failure streak.
         if outcome == Outcome::Success
-            && self.ticket.kind == TicketKind::Closed
-            && self.started.is_none()
+            && ticket.kind == TicketKind::Closed
+            && started.is_none()
             && inner.observers.is_empty()
-            && inner.core.record_closed_success(self.ticket.generation)
+            && inner.core.record_closed_success(ticket.generation)
         {
             return;
         }
-        inner.finish_cold(self.ticket, outcome, self.started);
+        inner.finish_cold(ticket, outcome, started);
     }
 
     /// Records a success.
@@ -625,10 +629,13 @@ impl Permit<'_> {
     }
 
     /// Records a call that hit its deadline (a failure).
-    pub fn timed_out(mut self) {
-        self.done = true;
-        self.inner
-            .finish(self.ticket, Outcome::Failure, self.started, true);
+    pub fn timed_out(self) {
+        let Permit {
+            inner,
+            ticket,
+            started,
+        } = *ManuallyDrop::new(self);
+        inner.finish(ticket, Outcome::Failure, started, true);
     }
 
     /// True when this call is a half-open probe.
@@ -640,9 +647,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            self.inner.abandon(self.ticket);
-        }
+        self.inner.abandon(self.ticket);
     }
 }
 

@@ -178,7 +178,11 @@ pub(crate) struct Transition {
 }
 
 /// How an admitted call must be recorded.
+///
+/// A full word, like the generation beside it: a `Ticket` is built and copied as two
+/// words, and a one-byte field read back as part of a wider load stalls the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
 pub(crate) enum TicketKind {
     /// Counted against the closed generation.
     Closed,
