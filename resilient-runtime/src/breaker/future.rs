@@ -84,6 +84,25 @@ where
         let mut this = self.project();
         let inner: &Inner = this.inner;
         let permit = match this.f.take() {
+            // The common case on a path of its own, with no call out of line before the
+            // call's future is polled, so that what is written to the future can be
+            // forwarded to what is read back (and then not written at all).
+            Some(f) if let Some(permit) = inner.acquire_plain() => {
+                this.run.set(Run::Plain { fut: f() });
+                let RunProj::Plain { fut } = this.run.as_mut().project() else {
+                    unreachable!("just set")
+                };
+                return match fut.poll(cx) {
+                    Poll::Pending => {
+                        *this.permit = Some(permit);
+                        Poll::Pending
+                    }
+                    Poll::Ready(result) => {
+                        permit.record(this.classifier.classify(&result));
+                        Poll::Ready(result.map_err(CircuitBreakerError::Inner))
+                    }
+                };
+            }
             Some(f) => {
                 let permit = match inner.acquire() {
                     Ok(permit) => permit,

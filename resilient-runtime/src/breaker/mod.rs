@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     /// A closed-state success only clears the failure streak: nothing is timed, no
     /// observer is told, no window counts it.
     quiet_success: bool,
+    /// A call needs no timing and no timer: `!timed` and no `call_timeout`.
+    plain_call: bool,
     slow_nanos: Option<u64>,
 }
 
@@ -155,6 +157,7 @@ impl CircuitBreakerBuilder {
             || self.config.slow_call_duration.is_some();
         let core = Core::new(&self.config);
         let quiet_success = !timed && self.observers.is_empty() && !core.has_window();
+        let plain_call = !timed && self.config.call_timeout.is_none();
         let inner = Arc::new(Inner {
             core,
             id: crate::registry::next_id(),
@@ -171,6 +174,7 @@ impl CircuitBreakerBuilder {
             observers: self.observers.into_boxed_slice(),
             timed,
             quiet_success,
+            plain_call,
         });
         crate::registry::register(&inner);
         CircuitBreaker { inner }
@@ -460,6 +464,22 @@ impl Inner {
             });
         }
         self.acquire_other()
+    }
+
+    /// A permit for a call by [`CircuitBreaker::call`] that needs nothing but one load:
+    /// closed, untimed, no `call_timeout`. `None` does not mean rejected: ask
+    /// [`Inner::acquire`].
+    #[inline]
+    fn acquire_plain(&self) -> Option<Permit<'_>> {
+        if !self.plain_call {
+            return None;
+        }
+        let ticket = self.core.admit_closed()?;
+        Some(Permit {
+            inner: self,
+            ticket,
+            started: None,
+        })
     }
 
     /// Every admission but the closed, untimed one. An open circuit costs one more load
