@@ -435,6 +435,30 @@ async fn call_timeout_is_a_failure() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_timed_call_in_time_succeeds_and_a_dropped_one_records_nothing() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        failure_threshold: 1,
+        call_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    });
+    let r = cb
+        .call(|| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<u32, &str>(7)
+        })
+        .await;
+    assert_eq!(r, Ok(7));
+    {
+        // dropped while pending, its timer registered
+        let mut fut = pin!(cb.call(std::future::pending::<Result<u32, &str>>));
+        assert!(poll_once(fut.as_mut()).is_pending());
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(cb.state(), Closed, "a dropped call counted as a failure");
+    assert_eq!(cb.call(|| async { Ok::<u32, &str>(8) }).await, Ok(8));
+}
+
 #[tokio::test]
 async fn the_design_documents_timeout_inside_call_also_works() {
     let cb = CircuitBreaker::new(CircuitBreakerConfig {
@@ -475,6 +499,48 @@ fn a_dropped_probe_frees_its_slot() {
     assert_eq!(cb.state(), HalfOpen);
     assert!(run(&cb, Outcome::Success));
     assert_eq!(cb.state(), HalfOpen, "success_threshold is 3");
+}
+
+#[test]
+fn a_call_starts_at_its_first_poll_and_a_rejected_call_never_runs_its_closure() {
+    let (cb, clock, rec) = breaker(CircuitBreakerConfig {
+        failure_threshold: 1,
+        ..Default::default()
+    });
+    let calls = std::cell::Cell::new(0);
+    let failing = cb.call(|| {
+        calls.set(calls.get() + 1);
+        async { Err::<(), &str>("down") }
+    });
+    assert_eq!(calls.get(), 0, "the closure ran before the first poll");
+    let mut failing = pin!(failing);
+    assert_eq!(
+        poll_once(failing.as_mut()),
+        Poll::Ready(Err(CircuitBreakerError::Inner("down")))
+    );
+    assert_eq!((calls.get(), cb.state()), (1, Open));
+
+    let mut rejected = pin!(cb.call(|| {
+        calls.set(calls.get() + 1);
+        async { Ok::<(), &str>(()) }
+    }));
+    assert_eq!(
+        poll_once(rejected.as_mut()),
+        Poll::Ready(Err(CircuitBreakerError::Open))
+    );
+    assert_eq!(calls.get(), 1, "a rejected call ran its closure");
+    assert_eq!(*rec.rejections.lock().unwrap(), [false]);
+    let retry_after = cb.try_acquire().unwrap_err().retry_after();
+    assert_eq!(retry_after, Some(Duration::from_secs(30)));
+
+    // once the open time has passed, the next call is the probe, and it runs
+    clock.advance(Duration::from_secs(30));
+    let mut probe = pin!(cb.call(|| {
+        calls.set(calls.get() + 1);
+        async { Ok::<(), &str>(()) }
+    }));
+    assert_eq!(poll_once(probe.as_mut()), Poll::Ready(Ok(())));
+    assert_eq!((calls.get(), cb.state()), (2, HalfOpen));
 }
 
 #[test]

@@ -2,10 +2,12 @@
 
 pub(crate) mod config;
 pub(crate) mod error;
+mod future;
 pub(crate) mod state;
 mod window;
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,8 @@ use crate::observe::{
     trace_transition,
 };
 use error::{LastError, set_last_error};
-use state::{Admission, Core, Ticket, TicketKind, Transition};
+use future::CallFuture;
+use state::{Admission, Core, FastAdmission, Ticket, TicketKind, Transition};
 
 /// A circuit breaker. Clones share one state; it is `Send + Sync`.
 ///
@@ -62,6 +65,11 @@ pub(crate) struct Inner {
     observers: Box<[Arc<dyn Observer>]>,
     /// Measure call durations: an observer wants them, or slow calls are counted.
     timed: bool,
+    /// A closed-state success only clears the failure streak: nothing is timed, no
+    /// observer is told, no window counts it.
+    quiet_success: bool,
+    /// A call needs no timing and no timer: `!timed` and no `call_timeout`.
+    plain_call: bool,
     slow_nanos: Option<u64>,
 }
 
@@ -147,8 +155,11 @@ impl CircuitBreakerBuilder {
         self.observers.extend(crate::registry::global_observers());
         let timed = self.observers.iter().any(|o| o.wants_latency())
             || self.config.slow_call_duration.is_some();
+        let core = Core::new(&self.config);
+        let quiet_success = !timed && self.observers.is_empty() && !core.has_window();
+        let plain_call = !timed && self.config.call_timeout.is_none();
         let inner = Arc::new(Inner {
-            core: Core::new(&self.config),
+            core,
             id: crate::registry::next_id(),
             name,
             service: self.service.into(),
@@ -162,6 +173,8 @@ impl CircuitBreakerBuilder {
             clock: self.clock,
             observers: self.observers.into_boxed_slice(),
             timed,
+            quiet_success,
+            plain_call,
         });
         crate::registry::register(&inner);
         CircuitBreaker { inner }
@@ -330,59 +343,40 @@ impl CircuitBreaker {
     /// calling `f`; with `call_timeout` set, a call past its deadline returns
     /// [`CircuitBreakerError::Timeout`] and counts as a failure. A call whose future is
     /// dropped records nothing (and frees its half-open probe slot).
+    ///
+    /// Nothing happens until the returned future is first polled: that poll asks the
+    /// breaker, calls `f` if admitted and polls its future at once.
     #[inline]
-    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, CircuitBreakerError<E>>
+    pub fn call<T, E, F, Fut>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<T, CircuitBreakerError<E>>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_with(&ErrorIsFailure, f).await
+        CallFuture::new(&self.inner, &ErrorIsFailure, f)
     }
 
     /// Like [`call`](Self::call), with `classifier` deciding what counts as a failure.
-    pub async fn call_with<T, E, C, F, Fut>(
+    #[inline]
+    pub fn call_with<T, E, C, F, Fut>(
         &self,
         classifier: &C,
         f: F,
-    ) -> Result<T, CircuitBreakerError<E>>
+    ) -> impl Future<Output = Result<T, CircuitBreakerError<E>>>
     where
         C: Classifier<T, E> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let permit = match self.try_acquire() {
-            Ok(permit) => permit,
-            Err(open) => {
-                self.remember_open(open.retry_after);
-                return Err(CircuitBreakerError::Open);
-            }
-        };
-        let fut = f();
-        let result = match self.inner.config.call_timeout {
-            None => fut.await,
-            Some(deadline) => match tokio::time::timeout(deadline, fut).await {
-                Ok(result) => result,
-                Err(_elapsed) => {
-                    permit.timed_out();
-                    set_last_error(LastError {
-                        breaker: self.inner.id,
-                        nanos: nanos(deadline),
-                        open: false,
-                    });
-                    return Err(CircuitBreakerError::Timeout);
-                }
-            },
-        };
-        permit.record(classifier.classify(&result));
-        result.map_err(CircuitBreakerError::Inner)
+        CallFuture::new(&self.inner, classifier, f)
     }
 
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn remember_open(&self, retry_after: Option<Duration>) {
-        set_last_error(LastError {
-            breaker: self.inner.id,
-            nanos: retry_after.map_or(u64::MAX, nanos),
-            open: true,
-        });
+        self.inner
+            .remember_open(retry_after.map_or(u64::MAX, nanos));
     }
 
     /// Asks to make one call. The [`Permit`] records the call's outcome; dropping it
@@ -391,52 +385,9 @@ impl CircuitBreaker {
     /// For driving calls by hand (streams, callbacks), where `call` does not fit.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, BreakerOpen> {
-        let inner = &*self.inner;
-        if let Some(ticket) = inner.core.admit_closed() {
-            return Ok(Permit {
-                inner,
-                ticket,
-                started: if inner.timed {
-                    Some(Instant::now())
-                } else {
-                    None
-                },
-                done: false,
-            });
-        }
-        self.try_acquire_slow()
-    }
-
-    #[inline(never)]
-    fn try_acquire_slow(&self) -> Result<Permit<'_>, BreakerOpen> {
-        let inner = &*self.inner;
-        let (admission, transition) = inner.core.admit(&|| inner.clock.now_nanos());
-        if let Some(t) = transition {
-            inner.emit_transition(&t);
-        }
-        match admission {
-            Admission::Admitted {
-                ticket,
-                shadow_rejection,
-            } => {
-                if shadow_rejection {
-                    inner.emit_rejection(None, true);
-                }
-                Ok(Permit {
-                    inner,
-                    ticket,
-                    started: inner.timed.then(Instant::now),
-                    done: false,
-                })
-            }
-            Admission::Rejected { retry_after_nanos } => {
-                let retry_after = retry_after_nanos.map(Duration::from_nanos);
-                if !inner.observers.is_empty() {
-                    inner.emit_rejection(retry_after, false);
-                }
-                Err(BreakerOpen { retry_after })
-            }
-        }
+        self.inner.acquire().map_err(|nanos| BreakerOpen {
+            retry_after: from_nanos(nanos),
+        })
     }
 
     /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a handle to the
@@ -510,6 +461,108 @@ impl CircuitBreakerBuilder {
 }
 
 impl Inner {
+    /// Admits a call, or rejects it with the retry-after in nanoseconds (`u64::MAX`:
+    /// not known). Inlined, it is the closed, untimed path only: two loads.
+    #[inline]
+    fn acquire(&self) -> Result<Permit<'_>, u64> {
+        if !self.timed
+            && let Some(ticket) = self.core.admit_closed()
+        {
+            return Ok(Permit {
+                inner: self,
+                ticket,
+                started: None,
+            });
+        }
+        self.acquire_other()
+    }
+
+    /// A permit for a call by [`CircuitBreaker::call`] that needs nothing but one load:
+    /// closed, untimed, no `call_timeout`. `None` does not mean rejected: ask
+    /// [`Inner::acquire`].
+    #[inline]
+    fn acquire_plain(&self) -> Option<Permit<'_>> {
+        if !self.plain_call {
+            return None;
+        }
+        let ticket = self.core.admit_closed()?;
+        Some(Permit {
+            inner: self,
+            ticket,
+            started: None,
+        })
+    }
+
+    /// Every admission but the closed, untimed one. An open circuit costs one more load
+    /// and a read of the coarse clock.
+    #[inline(never)]
+    fn acquire_other(&self) -> Result<Permit<'_>, u64> {
+        match self.core.admit_fast(|| self.clock.now_nanos()) {
+            FastAdmission::Admitted(ticket) => Ok(self.permit(ticket)),
+            FastAdmission::Rejected(retry_after) => {
+                if !self.observers.is_empty() {
+                    self.emit_rejection(from_nanos(retry_after), false);
+                }
+                Err(retry_after)
+            }
+            FastAdmission::Undecided => self.acquire_slow(),
+        }
+    }
+
+    fn permit(&self, ticket: Ticket) -> Permit<'_> {
+        Permit {
+            inner: self,
+            ticket,
+            started: self.timed.then(Instant::now),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self) -> Result<Permit<'_>, u64> {
+        let (admission, transition) = self.core.admit(&|| self.clock.now_nanos());
+        if let Some(t) = transition {
+            self.emit_transition(&t);
+        }
+        match admission {
+            Admission::Admitted {
+                ticket,
+                shadow_rejection,
+            } => {
+                if shadow_rejection {
+                    self.emit_rejection(None, true);
+                }
+                Ok(self.permit(ticket))
+            }
+            Admission::Rejected { retry_after_nanos } => {
+                if !self.observers.is_empty() {
+                    self.emit_rejection(retry_after_nanos.map(Duration::from_nanos), false);
+                }
+                Err(retry_after_nanos.unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// Notes on this thread that this breaker rejected a call, for a `Status` made from
+    /// the error right after (`u64::MAX`: retry-after not known).
+    #[inline]
+    fn remember_open(&self, retry_after_nanos: u64) {
+        set_last_error(LastError {
+            breaker: self.id,
+            nanos: retry_after_nanos,
+            open: true,
+        });
+    }
+
+    /// Notes on this thread that a call through this breaker passed its deadline.
+    fn remember_timeout(&self, deadline: Duration) {
+        set_last_error(LastError {
+            breaker: self.id,
+            nanos: nanos(deadline),
+            open: false,
+        });
+    }
+
     fn labels(&self) -> BreakerLabels<'_> {
         BreakerLabels {
             name: &self.name,
@@ -533,6 +586,8 @@ impl Inner {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn emit_rejection(&self, retry_after: Option<Duration>, shadow: bool) {
         let event = RejectionEvent {
             breaker: self.labels(),
@@ -576,6 +631,7 @@ impl Inner {
         self.finish(ticket, outcome, started, false);
     }
 
+    #[inline]
     fn abandon(&self, ticket: Ticket) {
         if ticket.kind == TicketKind::Probe {
             self.core.release(ticket.generation);
@@ -595,6 +651,11 @@ impl Inner {
     }
 }
 
+/// `nanos` as a retry-after, `u64::MAX` meaning not known.
+fn from_nanos(nanos: u64) -> Option<Duration> {
+    (nanos != u64::MAX).then(|| Duration::from_nanos(nanos))
+}
+
 /// Permission to make one call. Record its outcome with [`record`](Permit::record) (or
 /// `success` / `failure` / `timed_out`); dropping it unrecorded records nothing and frees
 /// a half-open probe slot, so a cancelled probe can never leave the breaker stuck.
@@ -603,26 +664,26 @@ pub struct Permit<'a> {
     inner: &'a Inner,
     ticket: Ticket,
     started: Option<Instant>,
-    done: bool,
 }
 
 impl Permit<'_> {
     /// Records the outcome.
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        self.done = true;
-        let inner = self.inner;
+    pub fn record(self, outcome: Outcome) {
+        // Recording consumes the permit without running its `Drop` (which abandons it):
+        // no flag to set and read back.
+        let Permit {
+            inner,
+            ticket,
+            started,
+        } = *ManuallyDrop::new(self);
         // The common case, kept small enough to inline: a closed-state success with no
         // observer to tell and no duration to measure only clears a failure streak.
-        if outcome == Outcome::Success
-            && self.ticket.kind == TicketKind::Closed
-            && self.started.is_none()
-            && inner.observers.is_empty()
-            && inner.core.record_closed_success(self.ticket.generation)
-        {
+        if outcome == Outcome::Success && ticket.kind == TicketKind::Closed && inner.quiet_success {
+            inner.core.clear_failures(ticket.generation);
             return;
         }
-        inner.finish_cold(self.ticket, outcome, self.started);
+        inner.finish_cold(ticket, outcome, started);
     }
 
     /// Records a success.
@@ -636,10 +697,13 @@ impl Permit<'_> {
     }
 
     /// Records a call that hit its deadline (a failure).
-    pub fn timed_out(mut self) {
-        self.done = true;
-        self.inner
-            .finish(self.ticket, Outcome::Failure, self.started, true);
+    pub fn timed_out(self) {
+        let Permit {
+            inner,
+            ticket,
+            started,
+        } = *ManuallyDrop::new(self);
+        inner.finish(ticket, Outcome::Failure, started, true);
     }
 
     /// True when this call is a half-open probe.
@@ -651,9 +715,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            self.inner.abandon(self.ticket);
-        }
+        self.inner.abandon(self.ticket);
     }
 }
 

@@ -34,6 +34,10 @@ const GEN_SHIFT: u32 = 21;
 const GEN_ONE: u64 = 1 << GEN_SHIFT;
 /// Closed and in normal mode: the only bits that must be zero for the fast path.
 const FAST_MASK: u64 = STATE_MASK | MODE_MASK;
+/// `word & FAST_MASK` of a circuit opened by the state machine (normal mode).
+const OPEN_NORMAL: u64 = 1;
+/// `word & FAST_MASK` of a circuit forced open.
+const OPEN_FORCED: u64 = 1 | (1 << MODE_SHIFT);
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 
@@ -178,7 +182,11 @@ pub(crate) struct Transition {
 }
 
 /// How an admitted call must be recorded.
+///
+/// A full word, like the generation beside it: a `Ticket` is built and copied as two
+/// words, and a one-byte field read back as part of a wider load stalls the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
 pub(crate) enum TicketKind {
     /// Counted against the closed generation.
     Closed,
@@ -196,6 +204,18 @@ pub(crate) enum TicketKind {
 pub(crate) struct Ticket {
     pub(crate) generation: u64,
     pub(crate) kind: TicketKind,
+}
+
+/// The decision on one call where it needs no write: [`Core::admit_fast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FastAdmission {
+    /// Closed, normal mode: go ahead.
+    Admitted(Ticket),
+    /// Open, and its time has not passed (or forced open): the retry-after in
+    /// nanoseconds, `u64::MAX` when not known.
+    Rejected(u64),
+    /// Anything else: ask [`Core::admit`].
+    Undecided,
 }
 
 /// The decision on one call.
@@ -355,13 +375,18 @@ impl Core {
         probes(self.word.load(Ordering::Acquire)) as u32
     }
 
+    /// Whether outcomes feed a sliding window (then every outcome takes the lock).
+    pub(crate) fn has_window(&self) -> bool {
+        self.window.is_some()
+    }
+
     /// When an open circuit may let a probe through, in clock nanoseconds.
     pub(crate) fn open_until(&self) -> u64 {
         self.open_until.load(Ordering::Acquire)
     }
 
     /// The ticket of a call admitted by a closed circuit in normal mode, or `None` when
-    /// the decision needs [`Core::admit`].
+    /// the decision needs [`Core::admit_fast`] or [`Core::admit`].
     #[inline]
     pub(crate) fn admit_closed(&self) -> Option<Ticket> {
         let w = self.word.load(Ordering::Acquire);
@@ -369,6 +394,33 @@ impl Core {
             generation: generation(w),
             kind: TicketKind::Closed,
         })
+    }
+
+    /// Decides the two common cases with one load of the word: a closed circuit in
+    /// normal mode admits, and an open one rejects until its time has passed (`now` is
+    /// read only then). Everything else, including every transition, is
+    /// [`FastAdmission::Undecided`].
+    #[inline]
+    pub(crate) fn admit_fast(&self, now: impl FnOnce() -> u64) -> FastAdmission {
+        let w = self.word.load(Ordering::Acquire);
+        match w & FAST_MASK {
+            0 => FastAdmission::Admitted(Ticket {
+                generation: generation(w),
+                kind: TicketKind::Closed,
+            }),
+            OPEN_NORMAL => {
+                let t = now();
+                // The deadline is written before the word says open (see `open_from`).
+                let until = self.open_until.load(Ordering::Acquire);
+                if t < until {
+                    FastAdmission::Rejected(until - t)
+                } else {
+                    FastAdmission::Undecided
+                }
+            }
+            OPEN_FORCED => FastAdmission::Rejected(u64::MAX),
+            _ => FastAdmission::Undecided,
+        }
     }
 
     /// Decides on one call. `now` is read only when the decision needs the time.
@@ -551,9 +603,10 @@ impl Core {
     }
 
     /// Clears the failure streak of closed generation `generation_of_call`. Most of the
-    /// time there is none: one shared read, no write.
+    /// time there is none: one shared read, no write. This is all a closed-state success
+    /// does when the breaker has no window.
     #[inline]
-    fn clear_failures(&self, generation_of_call: u64) {
+    pub(crate) fn clear_failures(&self, generation_of_call: u64) {
         let v = self.failures.load(Ordering::Relaxed);
         if v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
             let _ = self.failures.compare_exchange(
@@ -563,18 +616,6 @@ impl Core {
                 Ordering::Relaxed,
             );
         }
-    }
-
-    /// A success in the closed state: clears the failure streak, which most of the time
-    /// is already clear (one shared read, no write). Returns false, doing nothing, when
-    /// the breaker has a window: the success must then go through [`Core::record`].
-    #[inline]
-    pub(crate) fn record_closed_success(&self, generation_of_call: u64) -> bool {
-        if self.window.is_some() {
-            return false;
-        }
-        self.clear_failures(generation_of_call);
-        true
     }
 
     #[inline]
@@ -868,6 +909,40 @@ mod tests {
         let (a, _) = core.admit(&now);
         core.record(ticket(a), Outcome::Failure, false, &now);
         assert_eq!(reads.get(), 0);
+    }
+
+    #[test]
+    fn fast_admission_decides_closed_and_open_and_never_transitions() {
+        let core = Core::new(&config(1, 1, 10));
+        let reads = Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            S
+        };
+        assert!(matches!(
+            core.admit_fast(now),
+            FastAdmission::Admitted(Ticket {
+                kind: TicketKind::Closed,
+                ..
+            })
+        ));
+        assert_eq!(reads.get(), 0, "the closed path read the clock");
+        let t = ticket(admit(&core, S));
+        assert!(core.record(t, Outcome::Failure, false, &|| S).is_some());
+        // open until 11 s
+        assert_eq!(core.admit_fast(|| 4 * S), FastAdmission::Rejected(7 * S));
+        assert_eq!(core.admit_fast(|| 11 * S), FastAdmission::Undecided);
+        assert_eq!(core.state(), CircuitBreakerState::Open);
+        // shadow mode must report what it would reject: never decided here
+        core.set_mode(Mode::MetricsOnly, CircuitBreakerState::Open, &|| S);
+        assert_eq!(core.admit_fast(|| S), FastAdmission::Undecided);
+        core.set_mode(Mode::ForcedOpen, CircuitBreakerState::Open, &|| S);
+        assert_eq!(
+            core.admit_fast(|| panic!("forced open read the clock")),
+            FastAdmission::Rejected(u64::MAX)
+        );
+        core.set_mode(Mode::ForcedClosed, CircuitBreakerState::Closed, &|| S);
+        assert_eq!(core.admit_fast(|| S), FastAdmission::Undecided);
     }
 
     #[test]
