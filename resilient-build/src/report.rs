@@ -182,17 +182,7 @@ fn retry_rows(out: &mut String, method: &MethodModel) {
             "what is left of the call's deadline".to_owned(),
         ),
     ];
-    for (option, value, default) in rows {
-        let _ = match value {
-            Some((value, source)) => writeln!(
-                out,
-                "| {option} | {} | {} |",
-                cell(&value),
-                cell(&source.to_string())
-            ),
-            None => writeln!(out, "| {option} | {} | {RUNTIME_DEFAULT} |", cell(&default)),
-        };
-    }
+    write_rows(out, rows);
 }
 
 fn hedge_rows(out: &mut String, method: &MethodModel) {
@@ -238,6 +228,11 @@ fn hedge_rows(out: &mut String, method: &MethodModel) {
             percentile(Hedge::DEFAULT_PERCENTILE),
         ),
     ];
+    write_rows(out, rows);
+}
+
+/// One row per option: its value and where it was set, or the runtime's default.
+fn write_rows<'a>(out: &mut String, rows: impl IntoIterator<Item = Row<'a>>) {
     for (option, value, default) in rows {
         let _ = match value {
             Some((value, source)) => writeln!(
@@ -250,6 +245,13 @@ fn hedge_rows(out: &mut String, method: &MethodModel) {
         };
     }
 }
+
+/// An option's name, its value and source when a layer sets it, and its default.
+type Row<'a> = (
+    &'static str,
+    Option<(String, &'a crate::model::Source)>,
+    String,
+);
 
 fn bulkhead_rows(out: &mut String, method: &MethodModel) {
     let policy = &method.policy;
