@@ -324,21 +324,12 @@ async fn over_a_pool_each_retry_goes_to_an_endpoint_the_call_has_not_tried() {
     for _ in 0..3 {
         replicas.push(bare_server().await);
     }
-    let list: Vec<String> = replicas.iter().map(|(_, a)| a.to_string()).collect();
     // Ejection off: every replica stays in rotation although each fails every call.
-    let pool = Pool::builder(&format!("static:///{}", list.join(",")))
-        .ejection(Ejection::disabled())
-        .build_resolved()
-        .await
-        .unwrap();
-    let config = RuntimeConfig::from_toml_str(
-        "test.toml",
+    let c = pool_client(
+        &replicas,
         &format!("{RETRY_FAST}retry_budget_min_per_second = 1000\n"),
     )
-    .unwrap();
-    let spec = FlakyServiceResilientClient::<Pool>::spec();
-    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
-    let c = FlakyServiceResilientClient::with_runtime(FlakyServiceClient::new(pool), runtime);
+    .await;
 
     const CALLS: usize = 30;
     for i in 0..CALLS {
@@ -370,17 +361,23 @@ hedge_delay_ms = 30
 hedge_percentile = 0
 "#;
 
+/// A pool over `replicas` with ejection off: every replica stays in rotation, failing or
+/// slow.
+async fn replica_pool(replicas: &[(Arc<Flaky>, std::net::SocketAddr)]) -> Pool {
+    let list: Vec<String> = replicas.iter().map(|(_, a)| a.to_string()).collect();
+    Pool::builder(&format!("static:///{}", list.join(",")))
+        .ejection(Ejection::disabled())
+        .build_resolved()
+        .await
+        .unwrap()
+}
+
 /// A client over a pool of `replicas` (ejection off) with the policies in `config`.
 async fn pool_client(
     replicas: &[(Arc<Flaky>, std::net::SocketAddr)],
     config: &str,
 ) -> FlakyServiceResilientClient<Pool> {
-    let list: Vec<String> = replicas.iter().map(|(_, a)| a.to_string()).collect();
-    let pool = Pool::builder(&format!("static:///{}", list.join(",")))
-        .ejection(Ejection::disabled())
-        .build_resolved()
-        .await
-        .unwrap();
+    let pool = replica_pool(replicas).await;
     let config = RuntimeConfig::from_toml_str("test.toml", config).unwrap();
     let spec = FlakyServiceResilientClient::<Pool>::spec();
     let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
@@ -574,12 +571,7 @@ async fn a_build_time_hedge_policy_hedges_a_slow_replica_with_no_runtime_config(
     let slow = bare_server().await;
     let fast = bare_server().await;
     slow.0.slow_ms.store(1_000, Ordering::SeqCst);
-    let list = format!("static:///{},{}", slow.1, fast.1);
-    let pool = Pool::builder(&list)
-        .ejection(Ejection::disabled())
-        .build_resolved()
-        .await
-        .unwrap();
+    let pool = replica_pool(&[slow.clone(), fast.clone()]).await;
     // Only the retry budget is raised, so that no hedge is refused; every hedging value
     // comes from the build.
     let config = RuntimeConfig::from_toml_str(
