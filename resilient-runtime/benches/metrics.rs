@@ -5,12 +5,8 @@
 //! Futures that are ready at once are polled a single time with a no-op waker, so that
 //! no executor is measured (as in `benches/breaker.rs`).
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -18,18 +14,8 @@ use resilient_runtime::metrics::Metrics;
 use resilient_runtime::observe::{BreakerLabels, Observer, OutcomeEvent};
 use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig, Outcome};
 
-#[inline(always)]
-fn poll_once<F: Future>(fut: F) -> F::Output {
-    let fut = pin!(fut);
-    match fut.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("a future that should be ready is pending"),
-    }
-}
-
-async fn ready_ok() -> Result<u64, Infallible> {
-    Ok(black_box(1))
-}
+mod common;
+use common::{poll_once, ready_ok};
 
 fn breaker(observer: Option<Arc<dyn Observer>>) -> CircuitBreaker {
     let builder = CircuitBreaker::builder(CircuitBreakerConfig::default())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 
-use super::{CircuitBreakerError, Inner, Permit};
+use super::{CallAdmission, CircuitBreakerError, Inner, Permit};
 use crate::classify::Classifier;
 
 pin_project! {
@@ -84,36 +84,42 @@ where
         let mut this = self.project();
         let inner: &Inner = this.inner;
         let permit = match this.f.take() {
-            // The common case on a path of its own, with no call out of line before the
-            // call's future is polled, so that what is written to the future can be
-            // forwarded to what is read back (and then not written at all).
-            Some(f) if let Some(permit) = inner.acquire_plain() => {
-                this.run.set(Run::Plain { fut: f() });
-                let RunProj::Plain { fut } = this.run.as_mut().project() else {
-                    unreachable!("just set")
-                };
-                return match fut.poll(cx) {
-                    Poll::Pending => {
-                        *this.permit = Some(permit);
-                        Poll::Pending
-                    }
-                    Poll::Ready(result) => {
-                        permit.record(this.classifier.classify(&result));
-                        Poll::Ready(result.map_err(CircuitBreakerError::Inner))
-                    }
-                };
-            }
-            Some(f) => {
-                let permit = match inner.acquire() {
-                    Ok(permit) => permit,
-                    Err(retry_after_nanos) => return rejected(inner, retry_after_nanos),
-                };
-                match inner.config.call_timeout {
-                    None => this.run.set(Run::Plain { fut: f() }),
-                    Some(limit) => start_timed(this.run.as_mut(), limit, f),
+            // The two common cases are decided inline by one load of the breaker's word:
+            // a closed circuit with nothing to time runs the call on a path of its own,
+            // and an open one rejects it after reading the coarse clock and its
+            // deadline. Everything else (timing, timers, transitions) is out of line.
+            Some(f) => match inner.admit_call() {
+                CallAdmission::Plain(permit) => {
+                    this.run.set(Run::Plain { fut: f() });
+                    let RunProj::Plain { fut } = this.run.as_mut().project() else {
+                        unreachable!("just set")
+                    };
+                    return match fut.poll(cx) {
+                        Poll::Pending => {
+                            *this.permit = Some(permit);
+                            Poll::Pending
+                        }
+                        Poll::Ready(result) => {
+                            permit.record(this.classifier.classify(&result));
+                            Poll::Ready(result.map_err(CircuitBreakerError::Inner))
+                        }
+                    };
                 }
-                permit
-            }
+                CallAdmission::Rejected(retry_after_nanos) => {
+                    return rejected(inner, retry_after_nanos);
+                }
+                CallAdmission::Other => {
+                    let permit = match inner.acquire_other() {
+                        Ok(permit) => permit,
+                        Err(retry_after_nanos) => return rejected(inner, retry_after_nanos),
+                    };
+                    match inner.config.call_timeout {
+                        None => this.run.set(Run::Plain { fut: f() }),
+                        Some(limit) => start_timed(this.run.as_mut(), limit, f),
+                    }
+                    permit
+                }
+            },
             None => match this.permit.take() {
                 Some(permit) => permit,
                 None => panic!("a `CircuitBreaker::call` future was polled after it completed"),

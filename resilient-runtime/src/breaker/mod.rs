@@ -460,6 +460,16 @@ impl CircuitBreakerBuilder {
     }
 }
 
+/// What [`Inner::admit_call`] decided.
+enum CallAdmission<'a> {
+    /// Closed, and the call needs no timing and no timer.
+    Plain(Permit<'a>),
+    /// Open: the retry-after in nanoseconds (`u64::MAX`: not known).
+    Rejected(u64),
+    /// Anything else: ask [`Inner::acquire_other`].
+    Other,
+}
+
 impl Inner {
     /// Admits a call, or rejects it with the retry-after in nanoseconds (`u64::MAX`:
     /// not known). Inlined, it is the closed, untimed path only: two loads.
@@ -477,20 +487,23 @@ impl Inner {
         self.acquire_other()
     }
 
-    /// A permit for a call by [`CircuitBreaker::call`] that needs nothing but one load:
-    /// closed, untimed, no `call_timeout`. `None` does not mean rejected: ask
-    /// [`Inner::acquire`].
-    #[inline]
-    fn acquire_plain(&self) -> Option<Permit<'_>> {
-        if !self.plain_call {
-            return None;
+    /// The decision for [`CircuitBreaker::call`], inlined into its `poll`: one load of
+    /// the word admits a closed call with nothing to time, and rejects a call to an
+    /// open circuit whose time has not passed when no observer is to be told (reading
+    /// the coarse clock and the open deadline).
+    #[inline(always)]
+    fn admit_call(&self) -> CallAdmission<'_> {
+        match self.core.admit_fast(|| self.clock.now_nanos()) {
+            FastAdmission::Admitted(ticket) if self.plain_call => CallAdmission::Plain(Permit {
+                inner: self,
+                ticket,
+                started: None,
+            }),
+            FastAdmission::Rejected(retry_after) if self.observers.is_empty() => {
+                CallAdmission::Rejected(retry_after)
+            }
+            _ => CallAdmission::Other,
         }
-        let ticket = self.core.admit_closed()?;
-        Some(Permit {
-            inner: self,
-            ticket,
-            started: None,
-        })
     }
 
     /// Every admission but the closed, untimed one. An open circuit costs one more load
