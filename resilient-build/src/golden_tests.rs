@@ -23,7 +23,8 @@ fn configure() -> Builder {
             Policy::new()
                 .failure_threshold(5)
                 .open_for(Duration::from_secs(60))
-                .timeout(Duration::from_secs(30)),
+                .timeout(Duration::from_secs(30))
+                .propagate_deadline(false),
         )
         .policy(
             ".golden.media.v1.MediaService.StreamMedia",

@@ -82,6 +82,12 @@ impl RpcKind {
         }
     }
 
+    /// Whether its calls send their deadline as `grpc-timeout`: the kinds whose deadline
+    /// covers the whole call (a streamed response's covers only its headers).
+    pub(crate) fn sends_deadline(self) -> bool {
+        matches!(self, RpcKind::Unary | RpcKind::ClientStreaming)
+    }
+
     /// Variant name of `resilient_runtime::spec::RpcKind`.
     pub(crate) fn spec_variant(self) -> &'static str {
         match self {
@@ -187,6 +193,8 @@ pub(crate) struct PolicyValues {
     /// The latency quantile to wait before each hedged attempt; 0 means the fixed
     /// `hedge_delay`.
     pub(crate) hedge_percentile: Option<f64>,
+    /// Whether calls send their deadline to the server as `grpc-timeout`.
+    pub(crate) propagate_deadline: Option<bool>,
 }
 
 impl PolicyValues {
@@ -214,6 +222,7 @@ impl PolicyValues {
         hedge_requested: false,
         hedge_delay: None,
         hedge_percentile: None,
+        propagate_deadline: None,
     };
 }
 
@@ -316,6 +325,8 @@ pub(crate) struct EffectivePolicy {
     pub(crate) hedge_delay: Option<Sourced<Duration>>,
     /// The latency quantile to wait; 0 means the fixed `hedge_delay`.
     pub(crate) hedge_percentile: Option<Sourced<f64>>,
+    /// Whether calls send their deadline to the server as `grpc-timeout`.
+    pub(crate) propagate_deadline: Option<Sourced<bool>>,
 }
 
 impl EffectivePolicy {

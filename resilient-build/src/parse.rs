@@ -271,6 +271,7 @@ fn read_option(options: &DynamicMessage, extension: &ExtensionDescriptor) -> Opt
         hedge_requested: false,
         hedge_delay: millis("hedge_delay_ms"),
         hedge_percentile: double("hedge_percentile"),
+        propagate_deadline: boolean("propagate_deadline"),
     })
 }
 
@@ -759,6 +760,34 @@ message M {}"#;
             services[0].methods[1].option.as_ref().unwrap().values,
             PolicyValues {
                 hedge_percentile: Some(0.99),
+                ..PolicyValues::default()
+            }
+        );
+    }
+
+    #[test]
+    fn propagate_deadline_is_read_from_both_options() {
+        let source = r#"syntax = "proto3"; package p;
+import "resilient/v1/options.proto";
+service S {
+  option (resilient.v1.service_policy) = { propagate_deadline: false };
+  rpc A(M) returns (M) {
+    option (resilient.v1.policy) = { propagate_deadline: true };
+  }
+}
+message M {}"#;
+        let services = parse(vec![("p.proto", source.to_owned())]);
+        assert_eq!(
+            services[0].option.as_ref().unwrap().values,
+            PolicyValues {
+                propagate_deadline: Some(false),
+                ..PolicyValues::default()
+            }
+        );
+        assert_eq!(
+            services[0].methods[0].option.as_ref().unwrap().values,
+            PolicyValues {
+                propagate_deadline: Some(true),
                 ..PolicyValues::default()
             }
         );

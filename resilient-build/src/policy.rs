@@ -153,6 +153,16 @@ impl Policy {
         self
     }
 
+    /// Whether unary and client-streaming calls send their deadline to the server as
+    /// `grpc-timeout`, so that the server can stop working on a call its caller has
+    /// given up on. Unset by default, which means `true` at run time. The client
+    /// enforces its deadline either way; `false` saves the header and the server's
+    /// timer on every call.
+    pub fn propagate_deadline(mut self, propagate: bool) -> Self {
+        self.values.propagate_deadline = Some(propagate);
+        self
+    }
+
     /// Declares the RPCs safe to repeat, which retries need. Overrides the proto's
     /// `idempotency_level`. Unset by default, which means the RPC is idempotent only if
     /// the proto says so (`idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`, or
@@ -584,6 +594,7 @@ pub(crate) fn resolve(
                 hedge_max_attempts: pick_hedge_attempts(&method_layers),
                 hedge_delay: pick(&method_layers, |v| v.hedge_delay),
                 hedge_percentile: pick(&method_layers, |v| v.hedge_percentile),
+                propagate_deadline: pick(&method_layers, |v| v.propagate_deadline),
             };
         }
         validate(service, &mut problems);

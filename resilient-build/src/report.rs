@@ -93,12 +93,25 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
                 |n| n.to_string(),
             );
             row(&mut out, "fallback", &policy.fallback, fallback);
+            if method.kind.sends_deadline() {
+                match &policy.propagate_deadline {
+                    Some(_) => row(
+                        &mut out,
+                        "propagate_deadline",
+                        &policy.propagate_deadline,
+                        |on| yes_no(*on).to_owned(),
+                    ),
+                    None => {
+                        let _ = writeln!(out, "| propagate_deadline | yes | {RUNTIME_DEFAULT} |");
+                    }
+                }
+            }
             match &policy.idempotent {
                 Some(Sourced { value, source }) => {
                     let _ = writeln!(
                         out,
                         "| idempotent | {} | {} |",
-                        if *value { "yes" } else { "no" },
+                        yes_no(*value),
                         cell(&source.to_string())
                     );
                 }
@@ -347,6 +360,10 @@ fn row<T>(out: &mut String, option: &str, value: &Option<Sourced<T>>, show: impl
         ),
         None => writeln!(out, "| {option} | {UNSET} | {PRESET} |"),
     };
+}
+
+fn yes_no(on: bool) -> &'static str {
+    if on { "yes" } else { "no" }
 }
 
 /// Table cells cannot hold a bare `|`.

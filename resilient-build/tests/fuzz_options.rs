@@ -143,6 +143,7 @@ const POLICY_FIELDS: &[&str] = &[
     "hedge_max_attempts",
     "hedge_delay_ms",
     "hedge_percentile",
+    "propagate_deadline",
     // not fields
     "failure_treshold",
     "timeout",
@@ -319,7 +320,7 @@ fn random_option_bodies_never_panic() {
 }
 
 /// A valid option that sets every field, then broken at random places.
-const VALID_RPC_OPTION: &str = "    option (resilient.v1.policy) = {\n      failure_threshold: 3 success_threshold: 2 open_for_ms: 5000 timeout_ms: 800\n      half_open_max_calls: 2 fallback: true idempotent: true max_attempts: 3\n      initial_backoff_ms: 20 max_backoff_ms: 400 backoff_multiplier: 1.5\n      retryable_codes: [\"UNAVAILABLE\", \"RESOURCE_EXHAUSTED\"] attempt_timeout_ms: 300\n      max_concurrent: 16 max_wait_ms: 5 shared_bulkhead: false\n      hedge_max_attempts: 1 hedge_delay_ms: 40 hedge_percentile: 0.9\n    };";
+const VALID_RPC_OPTION: &str = "    option (resilient.v1.policy) = {\n      failure_threshold: 3 success_threshold: 2 open_for_ms: 5000 timeout_ms: 800\n      half_open_max_calls: 2 fallback: true idempotent: true max_attempts: 3\n      initial_backoff_ms: 20 max_backoff_ms: 400 backoff_multiplier: 1.5\n      retryable_codes: [\"UNAVAILABLE\", \"RESOURCE_EXHAUSTED\"] attempt_timeout_ms: 300\n      max_concurrent: 16 max_wait_ms: 5 shared_bulkhead: false\n      hedge_max_attempts: 1 hedge_delay_ms: 40 hedge_percentile: 0.9\n      propagate_deadline: false\n    };";
 const VALID_SERVICE_OPTION: &str = "  option (resilient.v1.service_policy) = { failure_threshold: 5 timeout_ms: 2000 max_concurrent: 32 };";
 
 #[test]
@@ -341,6 +342,10 @@ fn valid_options_build_and_mutations_never_panic() {
     assert!(
         rust.contains("percentile: Some(0.9)"),
         "hedge_percentile is not in the generated code"
+    );
+    assert!(
+        rust.contains("propagate_deadline: Some(false)"),
+        "propagate_deadline is not in the generated code"
     );
 
     let edit = (

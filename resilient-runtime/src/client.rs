@@ -39,8 +39,9 @@ pub struct MethodRuntime {
     spec: &'static MethodSpec,
     breaker: CircuitBreaker,
     timeout: Duration,
-    /// `timeout` as a `grpc-timeout` value, formatted once.
-    timeout_header: MetadataValue<Ascii>,
+    /// `timeout` as a `grpc-timeout` value, formatted once; `None` when the RPC does not
+    /// send its deadline to the server.
+    timeout_header: Option<MetadataValue<Ascii>>,
     fallback: FallbackMode,
     classifier: GrpcClassifier,
     retry: Option<RetrySpec>,
@@ -87,9 +88,16 @@ impl MethodRuntime {
         self.timeout
     }
 
-    /// Its deadline as a `grpc-timeout` header value.
-    pub(crate) fn timeout_header(&self) -> &MetadataValue<Ascii> {
-        &self.timeout_header
+    /// Its deadline as a `grpc-timeout` header value, or `None` when calls do not send
+    /// their deadline to the server.
+    pub(crate) fn timeout_header(&self) -> Option<&MetadataValue<Ascii>> {
+        self.timeout_header.as_ref()
+    }
+
+    /// Whether unary and client-streaming calls send their deadline to the server as
+    /// `grpc-timeout` (`propagate_deadline`, on unless turned off).
+    pub fn propagates_deadline(&self) -> bool {
+        self.timeout_header.is_some()
     }
 
     /// The causes that go to a fallback.
@@ -242,6 +250,12 @@ impl ServiceRuntime {
                 .find_map(|o| o.fallback.as_ref().map(|f| f.mode()))
                 .or(p.fallback)
                 .unwrap_or(FallbackMode::DEFAULT);
+            let propagate_deadline = layers
+                .iter()
+                .flatten()
+                .find_map(|o| o.propagate_deadline)
+                .or(p.propagate_deadline)
+                .unwrap_or(true);
             let mode = layers
                 .iter()
                 .flatten()
@@ -293,7 +307,7 @@ impl ServiceRuntime {
                 spec: method,
                 breaker,
                 timeout,
-                timeout_header: grpc_timeout_value(timeout),
+                timeout_header: propagate_deadline.then(|| grpc_timeout_value(timeout)),
                 fallback,
                 classifier: GrpcClassifier::default(),
                 retry,
@@ -323,7 +337,7 @@ impl ServiceRuntime {
                     .build()
                     .unwrap_or_else(|_| CircuitBreaker::new(CircuitBreakerConfig::default())),
                 timeout: lenient_timeout(m),
-                timeout_header: grpc_timeout_value(lenient_timeout(m)),
+                timeout_header: Some(grpc_timeout_value(lenient_timeout(m))),
                 fallback: FallbackMode::DEFAULT,
                 classifier: GrpcClassifier::default(),
                 retry: None,
@@ -572,6 +586,51 @@ mode = "forced_open"
         assert_eq!(rt.method(1).timeout(), Duration::from_millis(900));
         assert!(rt.breaker("Refresh").is_some());
         assert!(rt.breaker("Nope").is_none());
+    }
+
+    #[test]
+    fn deadline_propagation_is_on_unless_turned_off() {
+        static OFF_AT_BUILD: ServiceSpec = ServiceSpec {
+            methods: &[MethodSpec {
+                name: "ValidateToken",
+                kind: RpcKind::Unary,
+                idempotent: true,
+                policy: PolicySpec {
+                    propagate_deadline: Some(false),
+                    ..PolicySpec::EMPTY
+                },
+            }],
+            ..SPEC
+        };
+        let rt = ServiceRuntime::resolve(&SPEC, Environment::Production, None).unwrap();
+        assert!(rt.method(0).propagates_deadline());
+        let rt = ServiceRuntime::resolve(&OFF_AT_BUILD, Environment::Production, None).unwrap();
+        assert!(!rt.method(0).propagates_deadline());
+        // the operator's config beats build time, the RPC's table beats the service's
+        let config = RuntimeConfig::from_toml_str(
+            "r.toml",
+            "[\".nova.auth.v1.AuthService\"]\npropagate_deadline = false\n\
+             [\".nova.auth.v1.AuthService.ValidateToken\"]\npropagate_deadline = true\n",
+        )
+        .unwrap();
+        let rt =
+            ServiceRuntime::resolve(&OFF_AT_BUILD, Environment::Production, Some(&config)).unwrap();
+        assert!(rt.method(0).propagates_deadline());
+        let config = RuntimeConfig::from_toml_str(
+            "r.toml",
+            "[\".nova.auth.v1.AuthService\"]\npropagate_deadline = false\n",
+        )
+        .unwrap();
+        let rt = ServiceRuntime::resolve(&SPEC, Environment::Production, Some(&config)).unwrap();
+        assert!(!rt.method(0).propagates_deadline());
+        assert!(!rt.method(1).propagates_deadline());
+        // a wrong type names the key
+        let err = RuntimeConfig::from_toml_str(
+            "r.toml",
+            "[\".nova.auth.v1.AuthService\"]\npropagate_deadline = \"no\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("propagate_deadline"), "{err}");
     }
 
     #[test]

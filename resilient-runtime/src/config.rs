@@ -11,6 +11,7 @@
 //! timeout_ms = 1500
 //! fallback = ["open", "timeout", "failure"]   # or true / false
 //! mode = "metrics_only"                       # normal | forced_open | forced_closed | disabled | metrics_only
+//! propagate_deadline = false                  # do not send grpc-timeout (default true)
 //! ```
 //!
 //! An unknown key, a value of the wrong type or a zero threshold or time is rejected
@@ -79,6 +80,9 @@ pub struct PolicyOverride {
     /// Hedging: the quantile of recent latencies to wait before a hedged attempt
     /// (0.5 to 0.999), or 0 for the fixed `hedge_delay_ms`.
     pub hedge_percentile: Option<f64>,
+    /// Whether unary and client-streaming calls send their deadline to the server as
+    /// `grpc-timeout` (default `true`).
+    pub propagate_deadline: Option<bool>,
     /// Retry budget (service tables): retries per request in the last 10 s.
     pub retry_budget_percent: Option<f64>,
     /// Retry budget (service tables): retries per second always allowed.
@@ -386,10 +390,16 @@ fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
                 .unwrap_or("")
                 .trim();
             let snippet: String = snippet.escape_debug().collect();
-            let key = if snippet.is_empty() || snippet.len() > 80 {
-                format!("{source}:{line}")
-            } else {
-                format!("{source}:{line}: {snippet}")
+            // A bad value: the span is the value, and the key is before the `=`.
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let field = before[line_start..]
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty() && k.len() <= 80);
+            let key = match field {
+                Some(field) => format!("{source}:{line}: {field}"),
+                None if snippet.is_empty() || snippet.len() > 80 => format!("{source}:{line}"),
+                None => format!("{source}:{line}: {snippet}"),
             };
             ConfigError::new(key, message)
         }
@@ -488,10 +498,14 @@ mode = "metrics_only"
         );
 
         let e = err("[\".nova.auth.v1.AuthService\"]\ntimeout_ms = \"2s\"\n");
-        assert!(e.key().starts_with("resilient.toml:2"), "{e}");
+        assert_eq!(e.key(), "resilient.toml:2: timeout_ms", "{e}");
+        assert!(e.message().contains("\"2s\""), "{e}");
 
         let e = err("[\".x\"]\nmode = \"sideways\"\n");
-        assert!(e.key().starts_with("resilient.toml:2"), "{e}");
+        assert_eq!(e.key(), "resilient.toml:2: mode", "{e}");
+
+        let e = err("[\".x\"]\npropagate_deadline = \"no\"\n");
+        assert_eq!(e.key(), "resilient.toml:2: propagate_deadline", "{e}");
 
         let e = err("[\"nova.auth\"]\ntimeout_ms = 1\n");
         assert!(e.message().contains("full proto paths"), "{e}");

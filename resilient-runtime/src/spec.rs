@@ -199,6 +199,9 @@ pub struct PolicySpec {
     pub bulkhead: Option<BulkheadSpec>,
     /// Hedged attempts (idempotent unary RPCs only).
     pub hedge: Option<HedgeSpec>,
+    /// Whether unary and client-streaming calls send their deadline to the server as
+    /// `grpc-timeout` (unset: yes).
+    pub propagate_deadline: Option<bool>,
 }
 
 impl PolicySpec {
@@ -214,6 +217,7 @@ impl PolicySpec {
         retry: None,
         bulkhead: None,
         hedge: None,
+        propagate_deadline: None,
     };
 }
 

@@ -69,6 +69,13 @@ fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
         },
         None => quote!(None),
     };
+    let propagate_deadline = match &policy.propagate_deadline {
+        Some(v) => {
+            let on = v.value;
+            quote!(Some(#on))
+        }
+        None => quote!(None),
+    };
     let retry = retry_spec(method)?;
     let bulkhead = bulkhead_spec(method)?;
     let hedge = hedge_spec(method)?;
@@ -87,6 +94,7 @@ fn method_spec(method: &MethodModel) -> io::Result<TokenStream> {
                 retry: #retry,
                 bulkhead: #bulkhead,
                 hedge: #hedge,
+                propagate_deadline: #propagate_deadline,
                 ..resilient_runtime::spec::PolicySpec::EMPTY
             },
         }

@@ -151,6 +151,7 @@ pub mod media_service_resilient {
                         shared: false,
                     }),
                     hedge: None,
+                    propagate_deadline: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -176,6 +177,7 @@ pub mod media_service_resilient {
                         delay: std::time::Duration::from_millis(40),
                         percentile: None,
                     }),
+                    propagate_deadline: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -210,6 +212,7 @@ pub mod media_service_resilient {
                         shared: false,
                     }),
                     hedge: None,
+                    propagate_deadline: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -231,6 +234,7 @@ pub mod media_service_resilient {
                         shared: true,
                     }),
                     hedge: None,
+                    propagate_deadline: Some(false),
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -256,6 +260,7 @@ pub mod media_service_resilient {
                         shared: false,
                     }),
                     hedge: None,
+                    propagate_deadline: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },
@@ -277,6 +282,7 @@ pub mod media_service_resilient {
                         shared: false,
                     }),
                     hedge: None,
+                    propagate_deadline: None,
                     ..resilient_runtime::spec::PolicySpec::EMPTY
                 },
             },

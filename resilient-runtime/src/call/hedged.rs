@@ -70,7 +70,7 @@ where
             message.clone(),
         );
         let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
-        req.set_timeout(left);
+        super::set_timeout(method, &mut req, left);
         req.extensions_mut().insert(route.clone());
         Attempt {
             response: Box::pin(call(req)),

@@ -167,6 +167,7 @@ where
     let started = retry.is_some().then(Instant::now);
     let max_attempts = retry.map_or(1, |r| r.max_attempts);
     let mut message = Some(message);
+    let mut metadata = Some(metadata);
     let mut extensions = Some(extensions);
     // Which endpoints the attempts went to, so that a pool sends a retry elsewhere.
     let route = (max_attempts > 1).then(AttemptRoute::default);
@@ -194,8 +195,14 @@ where
         } else {
             message.take().expect("kept")
         };
+        // The last attempt takes the caller's metadata; earlier ones send a copy.
+        let this_metadata = if may_retry {
+            metadata.clone().expect("kept")
+        } else {
+            metadata.take().expect("kept")
+        };
         let mut req = Request::from_parts(
-            metadata.clone(),
+            this_metadata,
             extensions.take().unwrap_or_else(Extensions::new),
             this_message,
         );
@@ -282,14 +289,17 @@ fn record_timeout(method: &MethodRuntime, permit: OwnedPermit, callers_budget: b
     }
 }
 
-/// Sends `deadline` as the request's `grpc-timeout`; the RPC's own deadline, the usual
-/// case, uses the header value formatted when the client was built.
+/// Sends `deadline` as the request's `grpc-timeout`, unless the RPC does not propagate
+/// its deadline; the RPC's own deadline, the usual case, uses the header value formatted
+/// when the client was built.
 fn set_timeout<M>(method: &MethodRuntime, request: &mut Request<M>, deadline: Duration) {
+    let Some(own) = method.timeout_header() else {
+        return;
+    };
     if deadline == method.timeout() {
-        request.metadata_mut().insert(
-            crate::deadline::GRPC_TIMEOUT_HEADER,
-            method.timeout_header().clone(),
-        );
+        request
+            .metadata_mut()
+            .insert(crate::deadline::GRPC_TIMEOUT_HEADER, own.clone());
     } else {
         request.set_timeout(deadline);
     }

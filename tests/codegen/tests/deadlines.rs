@@ -5,10 +5,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use codegen_tests::test::hops::v1::hop_service_client::HopServiceClient;
 use codegen_tests::test::hops::v1::hop_service_resilient::HopServiceResilientClient;
 use codegen_tests::test::hops::v1::hop_service_server::{HopService, HopServiceServer};
 use codegen_tests::test::hops::v1::{RelayReply, RelayRequest};
+use resilient_runtime::Environment;
+use resilient_runtime::client::ServiceRuntime;
+use resilient_runtime::config::RuntimeConfig;
 use resilient_runtime::deadline::{DeadlinePropagationLayer, request_timeout};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 /// What a hop's handler did.
@@ -191,4 +196,108 @@ async fn when_the_first_caller_gives_up_no_hop_works_past_its_deadline() {
         }
     }
     assert_eq!(client.breaker("Relay").unwrap().consecutive_failures(), 0);
+}
+
+/// One hop that reports the `grpc-timeout` it received (none: an empty list) after
+/// working `work_ms`.
+struct LastHop;
+
+#[tonic::async_trait]
+impl HopService for LastHop {
+    async fn relay(&self, request: Request<RelayRequest>) -> Result<Response<RelayReply>, Status> {
+        let seen = request_timeout(request.metadata());
+        tokio::time::sleep(Duration::from_millis(request.into_inner().work_ms.into())).await;
+        Ok(Response::new(RelayReply {
+            seen_timeout_ms: seen.map(|d| d.as_millis() as u64).into_iter().collect(),
+        }))
+    }
+}
+
+/// A client of a fresh [`LastHop`] whose policies come from `config`.
+async fn last_hop_client(config: &str) -> HopServiceResilientClient {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(HopServiceServer::new(LastHop))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let config = RuntimeConfig::from_toml_str("test.toml", config).unwrap();
+    let spec = HopServiceResilientClient::<Channel>::spec();
+    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HopServiceResilientClient::with_runtime(HopServiceClient::new(channel), runtime)
+}
+
+fn work(work_ms: u32) -> RelayRequest {
+    RelayRequest {
+        next: Vec::new(),
+        work_ms,
+    }
+}
+
+#[tokio::test]
+async fn the_deadline_is_sent_by_default_and_not_when_propagation_is_off() {
+    let on = last_hop_client(
+        r#"[".test.hops.v1.HopService"]
+timeout_ms = 800
+"#,
+    )
+    .await;
+    assert!(on.runtime().method(0).propagates_deadline());
+    let seen = on
+        .relay(work(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .seen_timeout_ms;
+    assert_eq!(seen.len(), 1, "the server got a grpc-timeout: {seen:?}");
+    assert!((700..=800).contains(&seen[0]), "{seen:?}");
+
+    let off = last_hop_client(
+        r#"[".test.hops.v1.HopService"]
+timeout_ms = 800
+[".test.hops.v1.HopService.Relay"]
+propagate_deadline = false
+"#,
+    )
+    .await;
+    assert!(!off.runtime().method(0).propagates_deadline());
+    let seen = off
+        .relay(work(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .seen_timeout_ms;
+    assert!(
+        seen.is_empty(),
+        "no grpc-timeout reached the server: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_propagation_the_client_still_gives_up_at_its_deadline() {
+    let client = last_hop_client(
+        r#"[".test.hops.v1.HopService"]
+timeout_ms = 200
+propagate_deadline = false
+"#,
+    )
+    .await;
+    let started = Instant::now();
+    let err = client.relay(work(5_000)).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1_000),
+        "gave up at its 200 ms deadline: {took:?}"
+    );
+    // the dependency was too slow: a failure, as with propagation on
+    assert_eq!(client.breaker("Relay").unwrap().consecutive_failures(), 1);
 }
