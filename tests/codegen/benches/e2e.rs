@@ -40,6 +40,9 @@ use codegen_tests::test::echo::v1::echo_service_resilient::EchoServiceResilientC
 use codegen_tests::test::echo::v1::echo_service_server::{EchoService, EchoServiceServer};
 use codegen_tests::test::echo::v1::{EchoReply, EchoRequest};
 use criterion::{Criterion, Throughput};
+use resilient_runtime::Environment;
+use resilient_runtime::client::ServiceRuntime;
+use resilient_runtime::config::RuntimeConfig;
 use tokio::runtime::Runtime;
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
@@ -170,6 +173,8 @@ enum Contender {
     Raw(EchoServiceClient<Channel>),
     /// The client resilient-build generated.
     Resilient(EchoServiceResilientClient),
+    /// The same, with `propagate_deadline = false`: no `grpc-timeout` sent.
+    ResilientLocalDeadline(EchoServiceResilientClient),
     /// tonic's client on a `Channel` behind tower layers.
     Tower(EchoServiceClient<TowerStack>),
     /// Raw tonic with one piece of the resilient executor added (`E2E_PROFILE=1`).
@@ -192,6 +197,7 @@ impl Contender {
         match self {
             Contender::Raw(_) => "raw tonic",
             Contender::Resilient(_) => "resilient",
+            Contender::ResilientLocalDeadline(_) => "resilient, propagate_deadline off",
             Contender::Tower(_) => "tower layers",
             Contender::Piece(_, Piece::GrpcTimeout) => "raw + grpc-timeout",
             Contender::Piece(_, Piece::TokioTimeout) => "raw + tokio timeout",
@@ -207,8 +213,13 @@ impl Contender {
             (Contender::Raw(c), Rpc::ServerStreaming) => {
                 drain(c.expand(request).await?.into_inner()).await
             }
-            (Contender::Resilient(c), Rpc::Unary) => c.echo(request).await.map(drop),
-            (Contender::Resilient(c), Rpc::ServerStreaming) => {
+            (Contender::Resilient(c) | Contender::ResilientLocalDeadline(c), Rpc::Unary) => {
+                c.echo(request).await.map(drop)
+            }
+            (
+                Contender::Resilient(c) | Contender::ResilientLocalDeadline(c),
+                Rpc::ServerStreaming,
+            ) => {
                 let mut stream = c.expand(request).await?.into_inner();
                 let mut n = 0;
                 while stream.message().await?.is_some() {
@@ -321,11 +332,28 @@ impl Contenders {
         // process-wide by (service, RPC).
         let resilient =
             EchoServiceResilientClient::new(EchoServiceClient::new(channel(addr).await));
+        // The same generated client with deadline propagation turned off by the operator.
+        let config = RuntimeConfig::from_toml_str(
+            "e2e.toml",
+            "[\".test.echo.v1.EchoService\"]\npropagate_deadline = false\n",
+        )
+        .expect("valid config");
+        let runtime = ServiceRuntime::resolve(
+            EchoServiceResilientClient::<Channel>::spec(),
+            Environment::Production,
+            Some(&config),
+        )
+        .expect("valid runtime");
+        let local_deadline = EchoServiceResilientClient::with_runtime(
+            EchoServiceClient::new(channel(addr).await),
+            runtime,
+        );
         let tower_unary = EchoServiceClient::new(tower_stack(channel(addr).await));
         let tower_streaming = EchoServiceClient::new(tower_stack(channel(addr).await));
         let mut unary = vec![
             Contender::Raw(raw.clone()),
             Contender::Resilient(resilient.clone()),
+            Contender::ResilientLocalDeadline(local_deadline),
             Contender::Tower(tower_unary),
         ];
         if profile {
