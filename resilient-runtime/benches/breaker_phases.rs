@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig};
+use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig, Outcome};
 
 mod common;
 use common::{ok_value, poll_once, ready_ok, sync_err, thread_cpu_now};
@@ -60,6 +60,7 @@ fn rows() -> Vec<Row> {
         let _ = poll_once(tripped.call(|| async { sync_err() }));
     }
     assert!(tripped.try_acquire().is_err(), "the breaker did not open");
+    let manual = CircuitBreaker::new(CircuitBreakerConfig::default());
     let forced = CircuitBreaker::new(CircuitBreakerConfig::default());
     forced.force_open();
 
@@ -83,6 +84,15 @@ fn rows() -> Vec<Row> {
         row("resilient call, closed", move |n| {
             timed(n, || {
                 black_box(ok_value(poll_once(closed.call(ready_ok))));
+            })
+        }),
+        row("resilient try_acquire + record", move |n| {
+            timed(n, || match manual.try_acquire() {
+                Ok(permit) => {
+                    black_box(ok_value(poll_once(ready_ok())));
+                    permit.record(Outcome::Success);
+                }
+                Err(_) => unreachable!("a closed breaker rejected a call"),
             })
         }),
         row("resilient call, tripped", move |n| {
