@@ -17,7 +17,9 @@
 //!    the pieces of the resilient executor, put one by one on the raw client, to see where
 //!    its overhead goes. For a profiler, `E2E_ONLY=<text>` keeps the contenders whose name
 //!    contains the text, and `E2E_CONFIG=<text>` the configurations whose criterion group
-//!    name (`unary/1_in_flight`, ...) contains it.
+//!    name (`unary/1_in_flight`, ...) contains it. `E2E_ROUNDS` (default 10) sets the
+//!    rounds, and `E2E_WORKERS` the runtime's worker threads (default: one per core;
+//!    `1` keeps every wake-up on one thread).
 //!
 //! 3. a failover pass (`e2e/failover.rs`): three replicas under load, one killed; the
 //!    calls that failed and the time to fail over, for the resilient client over a `Pool`
@@ -537,7 +539,8 @@ fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// Rounds per configuration; each runs every contender for `secs / ROUNDS`.
+/// Rounds per configuration by default (`E2E_ROUNDS`); each runs every contender for
+/// `secs / rounds`.
 const ROUNDS: u32 = 10;
 
 /// Which contenders and configurations the latency pass runs.
@@ -546,15 +549,19 @@ struct Filter {
     contender: String,
     /// Configurations whose group name contains this.
     config: String,
+    /// Rounds per configuration: more, shorter rounds pair the contenders more closely
+    /// in time.
+    rounds: u32,
 }
 
 /// Runs the latency pass on what `filter` keeps; ratios are to the first contender kept.
 fn latency_pass(rt: &Runtime, contenders: &Contenders, secs: f64, filter: &Filter) {
-    let slice = Duration::from_secs_f64(secs / f64::from(ROUNDS));
+    let rounds = filter.rounds;
+    let slice = Duration::from_secs_f64(secs / f64::from(rounds));
     let warm_up = slice.min(Duration::from_millis(300));
     println!();
     println!(
-        "latency pass: {secs} s per contender and configuration, in {ROUNDS} rotating rounds; \
+        "latency pass: {secs} s per contender and configuration, in {rounds} rotating rounds; \
          ratios are to the first row (throughput: higher is better; latency and CPU: lower \
          is better); \"by round\": median [min, max] of the ratios taken round by round"
     );
@@ -573,7 +580,7 @@ fn latency_pass(rt: &Runtime, contenders: &Contenders, secs: f64, filter: &Filte
                 for contender in &list {
                     timed_slice(contender, rpc, in_flight, warm_up, &mut Sample::default()).await;
                 }
-                for round in 0..ROUNDS as usize {
+                for round in 0..rounds as usize {
                     for k in 0..list.len() {
                         let i = (round + k) % list.len();
                         timed_slice(list[i], rpc, in_flight, slice, &mut samples[i]).await;
@@ -650,7 +657,14 @@ fn main() {
     };
     let profile = std::env::var_os("E2E_PROFILE").is_some_and(|v| v == "1");
 
+    // `E2E_WORKERS=1` runs clients and server on one worker thread: no wake-ups between
+    // cores, so a call's time is the CPU work of both sides and the ratios are steady.
+    let workers: usize = match std::env::var("E2E_WORKERS") {
+        Ok(v) => v.parse().expect("E2E_WORKERS: a number of worker threads"),
+        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -669,6 +683,14 @@ fn main() {
         let filter = Filter {
             contender: std::env::var("E2E_ONLY").unwrap_or_default(),
             config: std::env::var("E2E_CONFIG").unwrap_or_default(),
+            rounds: match std::env::var("E2E_ROUNDS") {
+                Ok(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .expect("E2E_ROUNDS: a number of rounds above 0"),
+                Err(_) => ROUNDS,
+            },
         };
         latency_pass(&rt, &contenders, secs, &filter);
     }
