@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::codes;
 use crate::model::{
-    MethodModel, NoHedge, NoRetry, ServiceModel, Sourced, show_duration as duration,
+    MethodModel, NoHedge, NoRetry, ServiceModel, Source, Sourced, show_duration as duration,
 };
 use crate::policy::{FallbackMode, Hedge, HedgeValues, Retry};
 
@@ -94,17 +94,14 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
             );
             row(&mut out, "fallback", &policy.fallback, fallback);
             if method.kind.sends_deadline() {
-                match &policy.propagate_deadline {
-                    Some(_) => row(
-                        &mut out,
+                write_rows(
+                    &mut out,
+                    [(
                         "propagate_deadline",
-                        &policy.propagate_deadline,
-                        |on| yes_no(*on).to_owned(),
-                    ),
-                    None => {
-                        let _ = writeln!(out, "| propagate_deadline | yes | {RUNTIME_DEFAULT} |");
-                    }
-                }
+                        shown(&policy.propagate_deadline, |on| yes_no(*on).to_owned()),
+                        yes_no(true).to_owned(),
+                    )],
+                );
             }
             match &policy.idempotent {
                 Some(Sourced { value, source }) => {
@@ -244,6 +241,11 @@ fn hedge_rows(out: &mut String, method: &MethodModel) {
     write_rows(out, rows);
 }
 
+/// A set value as a [`Row`] shows it: the value written out, and where it was set.
+fn shown<T>(value: &Option<Sourced<T>>, show: impl Fn(&T) -> String) -> Option<(String, &Source)> {
+    value.as_ref().map(|v| (show(&v.value), &v.source))
+}
+
 /// One row per option: its value and where it was set, or the runtime's default.
 fn write_rows<'a>(out: &mut String, rows: impl IntoIterator<Item = Row<'a>>) {
     for (option, value, default) in rows {
@@ -260,11 +262,7 @@ fn write_rows<'a>(out: &mut String, rows: impl IntoIterator<Item = Row<'a>>) {
 }
 
 /// An option's name, its value and source when a layer sets it, and its default.
-type Row<'a> = (
-    &'static str,
-    Option<(String, &'a crate::model::Source)>,
-    String,
-);
+type Row<'a> = (&'static str, Option<(String, &'a Source)>, String);
 
 fn bulkhead_rows(out: &mut String, method: &MethodModel) {
     let policy = &method.policy;
@@ -282,35 +280,21 @@ fn bulkhead_rows(out: &mut String, method: &MethodModel) {
         }
         None => out.push_str("| max_concurrent | — | not set: no bulkhead |\n"),
     }
-    match &policy.max_wait {
-        Some(Sourced { value, source }) => {
-            let _ = writeln!(
-                out,
-                "| max_wait | {} | {} |",
-                duration(*value),
-                cell(&source.to_string())
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "| max_wait | 0s (rejected at once) | {RUNTIME_DEFAULT} |"
-            );
-        }
-    }
-    match &policy.shared_bulkhead {
-        Some(Sourced { value, source }) => {
-            let _ = writeln!(
-                out,
-                "| shared_bulkhead | {} | {} |",
-                if *value { "yes" } else { "no" },
-                cell(&source.to_string())
-            );
-        }
-        None => {
-            let _ = writeln!(out, "| shared_bulkhead | no | {RUNTIME_DEFAULT} |");
-        }
-    }
+    write_rows(
+        out,
+        [
+            (
+                "max_wait",
+                shown(&policy.max_wait, |d| duration(*d)),
+                "0s (rejected at once)".to_owned(),
+            ),
+            (
+                "shared_bulkhead",
+                shown(&policy.shared_bulkhead, |on| yes_no(*on).to_owned()),
+                yes_no(false).to_owned(),
+            ),
+        ],
+    );
 }
 
 /// What the table alone does not say: settings that have no effect.
