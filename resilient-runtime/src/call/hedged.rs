@@ -13,10 +13,7 @@ use std::time::Instant;
 
 use tonic::{Extensions, Request, Response, Status};
 
-use super::{
-    Deadline, Ended, caller_deadline_passed, open_cause, record_status, record_timeout,
-    timeout_cause,
-};
+use super::{Deadline, Ended, open_cause, record_status, record_timeout, timeout_cause};
 use crate::breaker::OwnedPermit;
 use crate::classify::{Outcome, is_client_timeout};
 use crate::client::MethodRuntime;
@@ -53,11 +50,8 @@ where
     CF: Future<Output = Result<Response<T>, Status>>,
 {
     let breaker = method.breaker();
-    let deadline = Deadline::of(method, request.metadata());
+    let deadline = Deadline::for_call(method, request.metadata())?;
     let (metadata, extensions, message) = request.into_parts();
-    if deadline.total.is_zero() {
-        return Err(Ended::Other(caller_deadline_passed()));
-    }
     method.retry_budget().deposit();
     let started = tokio::time::Instant::now();
     let deadline_at = started + deadline.total;

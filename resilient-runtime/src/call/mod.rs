@@ -93,10 +93,28 @@ impl Deadline {
         }
         d
     }
+
+    /// The deadline of a call about to start, or how it ends when the caller's deadline
+    /// has already passed.
+    fn for_call<M>(method: &MethodRuntime, metadata: &MetadataMap) -> Result<Deadline, Ended<M>> {
+        let deadline = Deadline::of(method, metadata);
+        if deadline.total.is_zero() {
+            return Err(Ended::Other(Status::deadline_exceeded(
+                "the caller's deadline passed before the call could be made",
+            )));
+        }
+        Ok(deadline)
+    }
 }
 
-fn caller_deadline_passed() -> Status {
-    Status::deadline_exceeded("the caller's deadline passed before the call could be made")
+/// The value for one attempt: a copy while a later attempt (or a fallback, `keep`) may
+/// still need it, else the value itself.
+fn for_attempt<T: Clone>(slot: &mut Option<T>, keep: bool) -> T {
+    if keep {
+        slot.clone().expect("kept")
+    } else {
+        slot.take().expect("kept")
+    }
 }
 
 fn open_cause(breaker: &CircuitBreaker, open: BreakerOpen) -> FallbackCause {
@@ -154,12 +172,9 @@ where
     CF: Future<Output = Result<Response<T>, Status>>,
 {
     let breaker = method.breaker();
-    let deadline = Deadline::of(method, request.metadata());
+    let deadline = Deadline::for_call(method, request.metadata())?;
     let retry = method.retry();
     let (metadata, extensions, message) = request.into_parts();
-    if deadline.total.is_zero() {
-        return Err(Ended::Other(caller_deadline_passed()));
-    }
     if retry.is_some() {
         method.retry_budget().deposit();
     }
@@ -190,21 +205,10 @@ where
         // the last attempt, or the deadline's own end, is where the caller's budget binds
         let binding = attempt_deadline == left;
         let may_retry = attempt < max_attempts;
-        let this_message = if may_retry || keep_message {
-            message.clone().expect("kept")
-        } else {
-            message.take().expect("kept")
-        };
-        // The last attempt takes the caller's metadata; earlier ones send a copy.
-        let this_metadata = if may_retry {
-            metadata.clone().expect("kept")
-        } else {
-            metadata.take().expect("kept")
-        };
         let mut req = Request::from_parts(
-            this_metadata,
+            for_attempt(&mut metadata, may_retry),
             extensions.take().unwrap_or_else(Extensions::new),
-            this_message,
+            for_attempt(&mut message, may_retry || keep_message),
         );
         if !headers_only {
             set_timeout(method, &mut req, attempt_deadline);
@@ -433,10 +437,7 @@ where
     CF: Future<Output = Result<Response<T>, Status>>,
 {
     let breaker = method.breaker();
-    let deadline = Deadline::of(method, request.metadata());
-    if deadline.total.is_zero() {
-        return Err(Ended::Other(caller_deadline_passed()));
-    }
+    let deadline = Deadline::for_call(method, request.metadata())?;
     let permit = match breaker.try_acquire_owned() {
         Ok(permit) => permit,
         Err(open) => return Err(Ended::Open(open_cause(breaker, open), ())),
