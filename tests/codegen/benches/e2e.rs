@@ -646,23 +646,35 @@ fn spread(mut ratios: Vec<f64>) -> String {
 
 // ---- main --------------------------------------------------------------------------------
 
+/// The number in the environment variable `key`, or `default` when it is not set; a value
+/// that is not `what` stops the bench with a message that says so.
+fn env_number<T: std::str::FromStr>(key: &str, what: &str, default: T) -> T {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}: {what}, got {v:?}")),
+        Err(_) => default,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and criterion then
     // runs each benchmark once as a test. The latency pass follows suit with short slices.
     let benching = std::env::args().any(|a| a == "--bench");
-    let secs: f64 = match std::env::var("E2E_LATENCY_SECS") {
-        Ok(v) => v.parse().expect("E2E_LATENCY_SECS: a number of seconds"),
-        Err(_) if benching => 3.0,
-        Err(_) => 0.06,
-    };
+    let secs: f64 = env_number(
+        "E2E_LATENCY_SECS",
+        "a number of seconds",
+        if benching { 3.0 } else { 0.06 },
+    );
     let profile = std::env::var_os("E2E_PROFILE").is_some_and(|v| v == "1");
 
     // `E2E_WORKERS=1` runs clients and server on one worker thread: no wake-ups between
     // cores, so a call's time is the CPU work of both sides and the ratios are steady.
-    let workers: usize = match std::env::var("E2E_WORKERS") {
-        Ok(v) => v.parse().expect("E2E_WORKERS: a number of worker threads"),
-        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
+    let workers: usize = env_number(
+        "E2E_WORKERS",
+        "a number of worker threads",
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -683,22 +695,16 @@ fn main() {
         let filter = Filter {
             contender: std::env::var("E2E_ONLY").unwrap_or_default(),
             config: std::env::var("E2E_CONFIG").unwrap_or_default(),
-            rounds: match std::env::var("E2E_ROUNDS") {
-                Ok(v) => v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .expect("E2E_ROUNDS: a number of rounds above 0"),
-                Err(_) => ROUNDS,
-            },
+            rounds: env_number("E2E_ROUNDS", "a number of rounds above 0", ROUNDS),
         };
+        assert!(filter.rounds > 0, "E2E_ROUNDS: a number of rounds above 0");
         latency_pass(&rt, &contenders, secs, &filter);
     }
-    let runs: usize = match std::env::var("E2E_FAILOVER_RUNS") {
-        Ok(v) => v.parse().expect("E2E_FAILOVER_RUNS: a number of runs"),
-        Err(_) if benching => 5,
-        Err(_) => 1,
-    };
+    let runs: usize = env_number(
+        "E2E_FAILOVER_RUNS",
+        "a number of runs",
+        if benching { 5 } else { 1 },
+    );
     if runs > 0 {
         let window = if benching {
             Duration::from_secs(3)
