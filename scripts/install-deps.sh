@@ -26,3 +26,5 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recomme
 # Installing does not start dnsmasq or etcd as services that matter here: tests start
 # their own instances on loopback ports. Stop any the package started.
 $sudo systemctl stop dnsmasq etcd 2>/dev/null || true
+# The downloaded .deb files are not needed once installed; the build wants the disk.
+$sudo apt-get clean

@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+target_dir="${CARGO_TARGET_DIR:-target}"
+disk() { df -h "$(dirname "$target_dir")" | awk 'NR == 2 { print $4 " free on " $6 }'; }
+
+# A one-off run (CI) gains nothing from incremental compilation, whose caches
+# would double the size of the build directory.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+echo "disk: $(disk)"
+
 step "tools the tests use (promtool, dnsmasq, etcd, chromium)"
 scripts/install-deps.sh
 
@@ -26,3 +34,4 @@ RUSTFLAGS="--cfg resilient_loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p resilient-runtime --no-default-features --test loom --release --locked
 
 step "every check passed"
+echo "disk: $(disk); build directory: $(du -sh "$target_dir" | cut -f1)"
