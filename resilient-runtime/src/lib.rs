@@ -82,6 +82,8 @@ pub mod pool;
 #[cfg(feature = "grpc")]
 pub mod retry;
 #[cfg(feature = "grpc")]
+pub mod spares;
+#[cfg(feature = "grpc")]
 pub mod spec;
 #[cfg(feature = "grpc")]
 mod status;

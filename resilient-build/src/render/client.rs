@@ -346,6 +346,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                 pub fn new(inner: #raw<T>) -> Self {
                     Self {
                         inner,
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime: resilient_runtime::client::ServiceRuntime::new_or_log(&SERVICE),
                     }
@@ -356,6 +357,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                 pub fn try_new(inner: #raw<T>) -> Result<Self, resilient_runtime::ConfigError> {
                     Ok(Self {
                         inner,
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
                     })
@@ -369,6 +371,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                     #runtime_check
                     Self {
                         inner,
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime,
                     }
@@ -392,6 +395,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                         .map_err(resilient_runtime::client::ConnectError::Config)?;
                     Ok(Self {
                         inner,
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime,
                     })
@@ -415,6 +419,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                 pub fn new(transport: T) -> Self {
                     Self {
                         inner: #raw::new(transport),
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime: resilient_runtime::client::ServiceRuntime::new_or_log(&SERVICE),
                     }
@@ -425,6 +430,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                 pub fn try_new(transport: T) -> Result<Self, resilient_runtime::ConfigError> {
                     Ok(Self {
                         inner: #raw::new(transport),
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
                     })
@@ -438,6 +444,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                     #runtime_check
                     Self {
                         inner: #raw::new(transport),
+                        spares: std::sync::Arc::default(),
                         fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                         runtime,
                     }
@@ -476,6 +483,8 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         #struct_docs
         pub struct #client<T = tonic::transport::Channel, F = resilient_runtime::NoFallback> {
             inner: #raw<T>,
+            /// Copies of `inner` that calls are done with, reused by later calls.
+            spares: std::sync::Arc<resilient_runtime::spares::Spares<#raw<T>>>,
             fallback: std::sync::Arc<F>,
             runtime: std::sync::Arc<resilient_runtime::client::ServiceRuntime>,
         }
@@ -484,6 +493,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
             fn clone(&self) -> Self {
                 Self {
                     inner: std::clone::Clone::clone(&self.inner),
+                    spares: std::sync::Arc::clone(&self.spares),
                     fallback: std::sync::Arc::clone(&self.fallback),
                     runtime: std::sync::Arc::clone(&self.runtime),
                 }
@@ -498,6 +508,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
             pub fn with_fallback<G: #fallback_trait>(self, fallback: G) -> #client<T, G> {
                 #client {
                     inner: self.inner,
+                    spares: self.spares,
                     fallback: std::sync::Arc::new(fallback),
                     runtime: self.runtime,
                 }
@@ -557,9 +568,10 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
         .deprecated
         .then(|| quote!(#[deprecated] #[allow(deprecated)]));
 
-    // Unary and server-streaming executors may retry, so they take an `FnMut` that
-    // clones tonic's client (cheap: a channel handle) for each attempt. A consumed request
-    // stream cannot be retried: client-streaming and bidi executors take an `FnOnce`.
+    // Unary and server-streaming executors may retry, so they take an `FnMut` that takes
+    // a copy of tonic's client from the spares for each attempt and hands it back when
+    // the attempt is done. A consumed request stream cannot be retried: client-streaming
+    // and bidi executors take an `FnOnce`.
     let (argument, request, executor, client_setup, call, fallback_call) = match method.kind {
         RpcKind::Unary | RpcKind::ServerStreaming => (
             quote!(request: impl tonic::IntoRequest<#input>),
@@ -569,11 +581,15 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
             } else {
                 quote!(server_streaming)
             },
-            quote!(let inner = &self.inner;),
+            quote!(let (inner, spares) = (&self.inner, &*self.spares);),
             quote! {
                 move |request| {
-                    let mut inner = std::clone::Clone::clone(inner);
-                    async move { inner.#ident(request).await }
+                    let mut inner = spares.take(inner);
+                    async move {
+                        let response = inner.#ident(request).await;
+                        spares.put(inner);
+                        response
+                    }
                 }
             },
             quote!(move |message, cause| fallback.#ident(message, cause)),
@@ -586,8 +602,17 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
             } else {
                 quote!(bidi_streaming)
             },
-            quote!(let mut inner = std::clone::Clone::clone(&self.inner);),
-            quote!(move |request| async move { inner.#ident(request).await }),
+            quote! {
+                let spares = &*self.spares;
+                let mut inner = spares.take(&self.inner);
+            },
+            quote! {
+                move |request| async move {
+                    let response = inner.#ident(request).await;
+                    spares.put(inner);
+                    response
+                }
+            },
             quote!(move |cause| fallback.#ident(cause)),
         ),
     };

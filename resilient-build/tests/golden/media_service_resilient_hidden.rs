@@ -296,6 +296,12 @@ pub mod media_service_resilient {
         F = resilient_runtime::NoFallback,
     > {
         inner: super::media_service_client::MediaServiceClient<T>,
+        /// Copies of `inner` that calls are done with, reused by later calls.
+        spares: std::sync::Arc<
+            resilient_runtime::spares::Spares<
+                super::media_service_client::MediaServiceClient<T>,
+            >,
+        >,
         fallback: std::sync::Arc<F>,
         runtime: std::sync::Arc<resilient_runtime::client::ServiceRuntime>,
     }
@@ -303,6 +309,7 @@ pub mod media_service_resilient {
         fn clone(&self) -> Self {
             Self {
                 inner: std::clone::Clone::clone(&self.inner),
+                spares: std::sync::Arc::clone(&self.spares),
                 fallback: std::sync::Arc::clone(&self.fallback),
                 runtime: std::sync::Arc::clone(&self.runtime),
             }
@@ -325,6 +332,7 @@ pub mod media_service_resilient {
                 .map_err(resilient_runtime::client::ConnectError::Config)?;
             Ok(Self {
                 inner,
+                spares: std::sync::Arc::default(),
                 fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                 runtime,
             })
@@ -352,6 +360,7 @@ pub mod media_service_resilient {
         pub fn new(transport: T) -> Self {
             Self {
                 inner: super::media_service_client::MediaServiceClient::new(transport),
+                spares: std::sync::Arc::default(),
                 fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                 runtime: resilient_runtime::client::ServiceRuntime::new_or_log(&SERVICE),
             }
@@ -361,6 +370,7 @@ pub mod media_service_resilient {
         pub fn try_new(transport: T) -> Result<Self, resilient_runtime::ConfigError> {
             Ok(Self {
                 inner: super::media_service_client::MediaServiceClient::new(transport),
+                spares: std::sync::Arc::default(),
                 fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                 runtime: resilient_runtime::client::ServiceRuntime::try_new(&SERVICE)?,
             })
@@ -385,6 +395,7 @@ pub mod media_service_resilient {
             );
             Self {
                 inner: super::media_service_client::MediaServiceClient::new(transport),
+                spares: std::sync::Arc::default(),
                 fallback: std::sync::Arc::new(resilient_runtime::NoFallback),
                 runtime,
             }
@@ -408,6 +419,7 @@ pub mod media_service_resilient {
         ) -> MediaServiceResilientClient<T, G> {
             MediaServiceResilientClient {
                 inner: self.inner,
+                spares: self.spares,
                 fallback: std::sync::Arc::new(fallback),
                 runtime: self.runtime,
             }
@@ -451,15 +463,19 @@ pub mod media_service_resilient {
             &self,
             request: impl tonic::IntoRequest<super::GetMediaRequest>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
-            let inner = &self.inner;
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::unary(
                     self.runtime.method(0),
                     request.into_request(),
                     F::ENABLED,
                     move |request| {
-                        let mut inner = std::clone::Clone::clone(inner);
-                        async move { inner.get_media(request).await }
+                        let mut inner = spares.take(inner);
+                        async move {
+                            let response = inner.get_media(request).await;
+                            spares.put(inner);
+                            response
+                        }
                     },
                     move |message, cause| fallback.get_media(message, cause),
                 )
@@ -472,15 +488,19 @@ pub mod media_service_resilient {
             &self,
             request: impl tonic::IntoRequest<super::GetMediaRequest>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
-            let inner = &self.inner;
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::unary(
                     self.runtime.method(1),
                     request.into_request(),
                     F::ENABLED,
                     move |request| {
-                        let mut inner = std::clone::Clone::clone(inner);
-                        async move { inner.get_thumbnail(request).await }
+                        let mut inner = spares.take(inner);
+                        async move {
+                            let response = inner.get_thumbnail(request).await;
+                            spares.put(inner);
+                            response
+                        }
                     },
                     move |message, cause| fallback.get_thumbnail(message, cause),
                 )
@@ -496,15 +516,19 @@ pub mod media_service_resilient {
             tonic::Response<resilient_runtime::ResilientStreaming<super::MediaChunk>>,
             tonic::Status,
         > {
-            let inner = &self.inner;
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::server_streaming(
                     self.runtime.method(2),
                     request.into_request(),
                     F::ENABLED,
                     move |request| {
-                        let mut inner = std::clone::Clone::clone(inner);
-                        async move { inner.stream_media(request).await }
+                        let mut inner = spares.take(inner);
+                        async move {
+                            let response = inner.stream_media(request).await;
+                            spares.put(inner);
+                            response
+                        }
                     },
                     move |message, cause| fallback.stream_media(message, cause),
                 )
@@ -517,13 +541,18 @@ pub mod media_service_resilient {
             &self,
             request: impl tonic::IntoStreamingRequest<Message = super::MediaChunk>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
-            let mut inner = std::clone::Clone::clone(&self.inner);
+            let spares = &*self.spares;
+            let mut inner = spares.take(&self.inner);
             let fallback = &self.fallback;
             resilient_runtime::call::client_streaming(
                     self.runtime.method(3),
                     request.into_streaming_request(),
                     F::ENABLED,
-                    move |request| async move { inner.upload_media(request).await },
+                    move |request| async move {
+                        let response = inner.upload_media(request).await;
+                        spares.put(inner);
+                        response
+                    },
                     move |cause| fallback.upload_media(cause),
                 )
                 .await
@@ -538,13 +567,18 @@ pub mod media_service_resilient {
             tonic::Response<resilient_runtime::ResilientStreaming<super::ChatMessage>>,
             tonic::Status,
         > {
-            let mut inner = std::clone::Clone::clone(&self.inner);
+            let spares = &*self.spares;
+            let mut inner = spares.take(&self.inner);
             let fallback = &self.fallback;
             resilient_runtime::call::bidi_streaming(
                     self.runtime.method(4),
                     request.into_streaming_request(),
                     F::ENABLED,
-                    move |request| async move { inner.chat(request).await },
+                    move |request| async move {
+                        let response = inner.chat(request).await;
+                        spares.put(inner);
+                        response
+                    },
                     move |cause| fallback.chat(cause),
                 )
                 .await
@@ -558,15 +592,19 @@ pub mod media_service_resilient {
             &self,
             request: impl tonic::IntoRequest<super::GetMediaRequest>,
         ) -> Result<tonic::Response<()>, tonic::Status> {
-            let inner = &self.inner;
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::unary(
                     self.runtime.method(5),
                     request.into_request(),
                     F::ENABLED,
                     move |request| {
-                        let mut inner = std::clone::Clone::clone(inner);
-                        async move { inner.r#type(request).await }
+                        let mut inner = spares.take(inner);
+                        async move {
+                            let response = inner.r#type(request).await;
+                            spares.put(inner);
+                            response
+                        }
                     },
                     move |message, cause| fallback.r#type(message, cause),
                 )

@@ -21,6 +21,11 @@
 //!    rounds, and `E2E_WORKERS` the runtime's worker threads (default: one per core;
 //!    `1` keeps every wake-up on one thread).
 //!
+//! `E2E_CALLS=<n>` replaces all passes with exactly `n` unary calls, one at a time, of the
+//! contender named `E2E_ONLY` (its whole name), for counting instructions under callgrind:
+//! the difference between two runs with different `n`, over the difference in `n`, is the
+//! instructions per call of client and server, set-up cancelled out.
+//!
 //! 3. a failover pass (`e2e/failover.rs`): three replicas under load, one killed; the
 //!    calls that failed and the time to fail over, for the resilient client over a `Pool`
 //!    and raw tonic over `Channel::balance_list`. `E2E_FAILOVER_RUNS` sets the runs
@@ -644,6 +649,26 @@ fn spread(mut ratios: Vec<f64>) -> String {
     format!("{median:.3} [{:.2}, {:.2}]", ratios[0], ratios[n - 1])
 }
 
+// ---- instruction counting --------------------------------------------------------------
+
+/// Makes exactly `calls` unary calls, one at a time, with the contender named `E2E_ONLY`.
+fn count_pass(rt: &Runtime, contenders: &Contenders, calls: u64) {
+    let name = std::env::var("E2E_ONLY").unwrap_or_default();
+    let list = contenders.of(Rpc::Unary);
+    let Some(contender) = list.iter().find(|c| c.name() == name) else {
+        let names: Vec<_> = list.iter().map(Contender::name).collect();
+        panic!("E2E_CALLS needs E2E_ONLY set to one of {names:?}, got {name:?}");
+    };
+    // Under an instrumenting tool, code runs slowly the first time it is reached, and the
+    // first calls can pass their deadline: warm up first, and count only what follows.
+    rt.block_on(run_calls(contender, Rpc::Unary, 1, 100));
+    ERRORS.store(0, Ordering::Relaxed);
+    rt.block_on(run_calls(contender, Rpc::Unary, 1, calls));
+    let errors = ERRORS.load(Ordering::Relaxed);
+    assert_eq!(errors, 0, "{errors} of {calls} calls failed");
+    println!("{name}: {calls} unary calls");
+}
+
 // ---- main --------------------------------------------------------------------------------
 
 /// The number in the environment variable `key`, or `default` when it is not set; a value
@@ -682,6 +707,13 @@ fn main() {
         .expect("tokio runtime");
     let addr = rt.block_on(start_server());
     let contenders = rt.block_on(Contenders::connect(addr, profile));
+    if let Ok(calls) = std::env::var("E2E_CALLS") {
+        let calls = calls
+            .parse()
+            .unwrap_or_else(|_| panic!("E2E_CALLS: a number of calls, got {calls:?}"));
+        count_pass(&rt, &contenders, calls);
+        return;
+    }
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))

@@ -461,6 +461,87 @@ async fn clones_share_breakers_and_breakers_are_registered_process_wide() {
     );
 }
 
+/// A transport that counts its clones: the generated client clones tonic's client, and
+/// with it this, only when no idle copy is left for a call.
+struct CountingClones {
+    channel: tonic::transport::Channel,
+    clones: Arc<AtomicU32>,
+}
+
+impl Clone for CountingClones {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::Relaxed);
+        CountingClones {
+            channel: self.channel.clone(),
+            clones: Arc::clone(&self.clones),
+        }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for CountingClones {
+    type Response =
+        <tonic::transport::Channel as tower::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = tonic::transport::Error;
+    type Future =
+        <tonic::transport::Channel as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.channel.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        self.channel.call(request)
+    }
+}
+
+#[tokio::test]
+async fn calls_reuse_copies_of_tonic_s_client_instead_of_cloning_one_each() {
+    let server = start().await;
+    let clones = Arc::new(AtomicU32::new(0));
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let transport = CountingClones {
+        channel,
+        clones: Arc::clone(&clones),
+    };
+    let c = Arc::new(EchoServiceResilientClient::new(EchoServiceClient::new(
+        transport,
+    )));
+
+    for _ in 0..20 {
+        c.echo(req("one at a time")).await.unwrap();
+    }
+    assert_eq!(
+        clones.load(Ordering::Relaxed),
+        1,
+        "calls one after another share one copy"
+    );
+
+    for _ in 0..5 {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let c = Arc::clone(&c);
+                tokio::spawn(async move { c.echo(req("eight at once")).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+    }
+    let made = clones.load(Ordering::Relaxed);
+    assert!(
+        made <= 8,
+        "at most one copy per call in flight, kept for later calls: {made} clones"
+    );
+    assert_eq!(server.hits.echo(), 60);
+}
+
 #[test]
 fn build_time_policy_reaches_the_client() {
     use codegen_tests::nova::auth::v1::auth_service_resilient::AuthServiceResilientClient;
