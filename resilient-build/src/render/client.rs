@@ -568,11 +568,11 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
         .deprecated
         .then(|| quote!(#[deprecated] #[allow(deprecated)]));
 
-    // Unary and server-streaming executors may retry, so they take an `FnMut` that takes
-    // a copy of tonic's client from the spares for each attempt and hands it back when
-    // the attempt is done. A consumed request stream cannot be retried: client-streaming
-    // and bidi executors take an `FnOnce`.
-    let (argument, request, executor, client_setup, call, fallback_call) = match method.kind {
+    // Every attempt takes a copy of tonic's client from the spares when it starts, and
+    // hands it back when it is done: unary and server-streaming executors may retry and
+    // call this closure again; client-streaming and bidi ones call it at most once (a
+    // consumed request stream cannot be retried), and not at all for an open circuit.
+    let (argument, request, executor, fallback_call) = match method.kind {
         RpcKind::Unary | RpcKind::ServerStreaming => (
             quote!(request: impl tonic::IntoRequest<#input>),
             quote!(request.into_request()),
@@ -580,17 +580,6 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
                 quote!(unary)
             } else {
                 quote!(server_streaming)
-            },
-            quote!(let (inner, spares) = (&self.inner, &*self.spares);),
-            quote! {
-                move |request| {
-                    let mut inner = spares.take(inner);
-                    async move {
-                        let response = inner.#ident(request).await;
-                        spares.put(inner);
-                        response
-                    }
-                }
             },
             quote!(move |message, cause| fallback.#ident(message, cause)),
         ),
@@ -602,19 +591,18 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
             } else {
                 quote!(bidi_streaming)
             },
-            quote! {
-                let spares = &*self.spares;
-                let mut inner = spares.take(&self.inner);
-            },
-            quote! {
-                move |request| async move {
-                    let response = inner.#ident(request).await;
-                    spares.put(inner);
-                    response
-                }
-            },
             quote!(move |cause| fallback.#ident(cause)),
         ),
+    };
+    let call = quote! {
+        move |request| {
+            let mut inner = spares.take(inner);
+            async move {
+                let response = inner.#ident(request).await;
+                spares.put(inner);
+                response
+            }
+        }
     };
     let response = match method.kind {
         RpcKind::Unary | RpcKind::ClientStreaming => quote!(tonic::Response<#output>),
@@ -627,7 +615,7 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
         #doc
         #deprecated
         pub async fn #ident(&self, #argument) -> Result<#response, tonic::Status> {
-            #client_setup
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::#executor(
                 self.runtime.method(#index),

@@ -533,17 +533,19 @@ pub mod media_service_resilient {
             &self,
             request: impl tonic::IntoStreamingRequest<Message = super::MediaChunk>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
-            let spares = &*self.spares;
-            let mut inner = spares.take(&self.inner);
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::client_streaming(
                     self.runtime.method(3),
                     request.into_streaming_request(),
                     F::ENABLED,
-                    move |request| async move {
-                        let response = inner.upload_media(request).await;
-                        spares.put(inner);
-                        response
+                    move |request| {
+                        let mut inner = spares.take(inner);
+                        async move {
+                            let response = inner.upload_media(request).await;
+                            spares.put(inner);
+                            response
+                        }
                     },
                     move |cause| fallback.upload_media(cause),
                 )
@@ -559,17 +561,19 @@ pub mod media_service_resilient {
             tonic::Response<resilient_runtime::ResilientStreaming<super::ChatMessage>>,
             tonic::Status,
         > {
-            let spares = &*self.spares;
-            let mut inner = spares.take(&self.inner);
+            let (inner, spares) = (&self.inner, &*self.spares);
             let fallback = &self.fallback;
             resilient_runtime::call::bidi_streaming(
                     self.runtime.method(4),
                     request.into_streaming_request(),
                     F::ENABLED,
-                    move |request| async move {
-                        let response = inner.chat(request).await;
-                        spares.put(inner);
-                        response
+                    move |request| {
+                        let mut inner = spares.take(inner);
+                        async move {
+                            let response = inner.chat(request).await;
+                            spares.put(inner);
+                            response
+                        }
                     },
                     move |cause| fallback.chat(cause),
                 )

@@ -517,6 +517,11 @@ async fn calls_reuse_copies_of_tonic_s_client_instead_of_cloning_one_each() {
     for _ in 0..20 {
         c.echo(req("one at a time")).await.unwrap();
     }
+    for _ in 0..5 {
+        // a client-streaming call takes its copy from the same spares
+        let stream = tokio_stream::iter(vec![req("a"), req("b")]);
+        c.collect(stream).await.unwrap();
+    }
     assert_eq!(
         clones.load(Ordering::Relaxed),
         1,
