@@ -671,15 +671,19 @@ fn count_pass(rt: &Runtime, contenders: &Contenders, calls: u64) {
 
 // ---- main --------------------------------------------------------------------------------
 
-/// The number in the environment variable `key`, or `default` when it is not set; a value
+/// The number in the environment variable `key`, or `None` when it is not set; a value
 /// that is not `what` stops the bench with a message that says so.
-fn env_number<T: std::str::FromStr>(key: &str, what: &str, default: T) -> T {
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
+fn env_value<T: std::str::FromStr>(key: &str, what: &str) -> Option<T> {
+    let v = std::env::var(key).ok()?;
+    Some(
+        v.parse()
             .unwrap_or_else(|_| panic!("{key}: {what}, got {v:?}")),
-        Err(_) => default,
-    }
+    )
+}
+
+/// [`env_value`], or `default` when the variable is not set.
+fn env_number<T: std::str::FromStr>(key: &str, what: &str, default: T) -> T {
+    env_value(key, what).unwrap_or(default)
 }
 
 fn main() {
@@ -707,10 +711,7 @@ fn main() {
         .expect("tokio runtime");
     let addr = rt.block_on(start_server());
     let contenders = rt.block_on(Contenders::connect(addr, profile));
-    if let Ok(calls) = std::env::var("E2E_CALLS") {
-        let calls = calls
-            .parse()
-            .unwrap_or_else(|_| panic!("E2E_CALLS: a number of calls, got {calls:?}"));
+    if let Some(calls) = env_value("E2E_CALLS", "a number of calls") {
         count_pass(&rt, &contenders, calls);
         return;
     }
