@@ -17,6 +17,7 @@ use tower::layer::util::{Identity, Stack};
 type NovaRouter = Router<Stack<DeadlinePropagationLayer, Identity>>;
 
 use crate::dns::ClusterDns;
+use crate::load::{USERS, user_id};
 use crate::proto::auth::auth_service_client::AuthServiceClient;
 use crate::proto::auth::auth_service_resilient::AuthServiceResilientClient;
 use crate::proto::auth::auth_service_server::AuthServiceServer;
@@ -26,9 +27,12 @@ use crate::proto::content::content_service_server::ContentServiceServer;
 use crate::proto::media::media_service_client::MediaServiceClient;
 use crate::proto::media::media_service_resilient::MediaServiceResilientClient;
 use crate::proto::media::media_service_server::MediaServiceServer;
+use crate::proto::user::user_service_client::UserServiceClient;
 use crate::proto::user::user_service_server::UserServiceServer;
+use crate::proto::user::{GetUserPostsRequest, GetUserRequest};
 use crate::services::{
     Auth, CachedClaims, Content, Fault, Faults, Media, MediaDep, PostsCache, UserDeps, Users,
+    token_for,
 };
 use resilient_runtime::client::ServiceRuntime;
 use resilient_runtime::config::RuntimeConfig;
@@ -358,6 +362,50 @@ impl Cluster {
             .filter(|r| r.is_up())
             .flat_map(|r| r.breakers(dependency))
             .collect()
+    }
+
+    /// Has every live user-service replica serve each of the load's users once, checking
+    /// the token with auth-service and reading the user's posts from content-service, so
+    /// that each replica's cached claims and posts hold every user: the state of pods
+    /// that have served their users for a while. Left to the load alone, which replica
+    /// sees which user is chance, and a replica can meet a user for the first time while
+    /// auth-service is down.
+    ///
+    /// Fails if a replica answers from a cache instead: the dependencies must be healthy.
+    pub async fn warm_user_caches(&self) -> Result<(), tonic::Status> {
+        for replica in self
+            .replicas
+            .iter()
+            .filter(|r| r.service == Service::User && r.is_up())
+        {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", replica.addr))
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+                    .connect_lazy();
+            let mut client = UserServiceClient::new(channel);
+            for n in 0..USERS {
+                let user_id = user_id(n);
+                let token = token_for(&user_id);
+                let user = client
+                    .get_user(GetUserRequest {
+                        token: token.clone(),
+                        user_id: user_id.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                let posts = client
+                    .get_user_posts(GetUserPostsRequest { token, user_id })
+                    .await?
+                    .into_inner();
+                if user.auth_degraded || posts.stale {
+                    return Err(tonic::Status::failed_precondition(format!(
+                        "{} answered {} from its cache: a dependency is unhealthy",
+                        replica.addr, user.user_id
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Restarts a killed replica (same address).

@@ -299,8 +299,13 @@ impl Load {
     }
 }
 
-/// Distinct users the load acts for (few enough that caches warm within seconds).
+/// Distinct users the load acts for.
 pub const USERS: u64 = 20;
+
+/// The user the load's `n`th request acts for: `u0` to `u19`, in turn.
+pub fn user_id(n: u64) -> String {
+    format!("u{}", n % USERS)
+}
 
 async fn one_request(
     n: u64,
@@ -308,7 +313,7 @@ async fn one_request(
     content: ContentServiceClient<Pool>,
     edge_timeout: Duration,
 ) -> Kind {
-    let user = format!("u{}", n % USERS);
+    let user = user_id(n);
     let token = token_for(&user);
     let call = async {
         match Call::nth(n) {

@@ -227,6 +227,9 @@ pub async fn run(options: Options) -> Result<Report, Box<dyn std::error::Error +
 
     step(&load, "healthy");
     tokio::time::sleep(phase).await;
+    // every user-service replica has seen every user, as pods serving for a while have:
+    // its cached-claims fallback can answer for any of them
+    cluster.warm_user_caches().await?;
 
     if matches!(options.scenario, Scenario::Full | Scenario::AuthOutage) {
         step(&load, "auth-service hangs");
