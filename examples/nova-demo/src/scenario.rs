@@ -330,7 +330,8 @@ pub async fn run(options: Options) -> Result<Report, Box<dyn std::error::Error +
                 s.requests(),
                 s.count(Kind::Failed)
             ),
-            s.count(Kind::Failed) * 20 <= s.requests(),
+            // every replica knows every user's claims (warmed above)
+            s.count(Kind::Failed) == 0,
         );
         report.check(
             format!(
