@@ -23,6 +23,13 @@ cargo fmt --all --check
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "clippy of resilient-runtime with its default features, and with none"
+cargo clippy -p resilient-runtime --all-targets --locked -- -D warnings
+cargo clippy -p resilient-runtime --all-targets --no-default-features --locked -- -D warnings
+
+step "docs (default features; a broken link is an error)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "tests (unit, integration, doc; including those that need the tools above)"
 cargo test --workspace --all-features --locked -- --include-ignored
 

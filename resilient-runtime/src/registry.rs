@@ -29,6 +29,7 @@ pub(crate) fn unregister(id: u64) {
 }
 
 /// The live breaker with this id.
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
 pub(crate) fn by_id(id: u64) -> Option<CircuitBreaker> {
     breakers()
         .get(&id)

@@ -273,6 +273,7 @@ impl CircuitBreaker {
     }
 
     /// The name, shared (for fallback causes).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.inner.name.clone()
     }

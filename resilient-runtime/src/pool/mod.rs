@@ -23,10 +23,10 @@
 //!   A resolver error, or an empty answer, keeps the last good set.
 //! * **Membership changes** never cut a call in flight: a removed endpoint's channel
 //!   lives until its last call ends.
-//! * **Health checks** (feature `health`, [`PoolBuilder::health_check`]): each endpoint
+//! * **Health checks** (feature `health`, `PoolBuilder::health_check`): each endpoint
 //!   is asked `grpc.health.v1.Health` on its own channel; one that does not answer
 //!   `SERVING` leaves rotation before a user call finds out.
-//! * **TLS** (feature `tls`, [`PoolBuilder::tls`]): every endpoint is dialled at its IP
+//! * **TLS** (feature `tls`, `PoolBuilder::tls`): every endpoint is dialled at its IP
 //!   and verified against the target's host name.
 
 mod balance;
