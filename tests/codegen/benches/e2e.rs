@@ -24,7 +24,10 @@
 //! `E2E_CALLS=<n>` replaces all passes with exactly `n` unary calls, one at a time, of the
 //! contender named `E2E_ONLY` (its whole name), for counting instructions under callgrind:
 //! the difference between two runs with different `n`, over the difference in `n`, is the
-//! instructions per call of client and server, set-up cancelled out.
+//! instructions per call of client and server, set-up cancelled out. `E2E_IN_FLIGHT=<k>`
+//! makes them `k` at a time; under callgrind, calls then wait far longer than the echo
+//! policy's 300 ms, so give the generated client a longer deadline through
+//! `RESILIENT_CONFIG` (the other contenders' deadlines are fixed at 300 ms).
 //!
 //! 3. a failover pass (`e2e/failover.rs`): three replicas under load, one killed; the
 //!    calls that failed and the time to fail over, for the resilient client over a `Pool`
@@ -651,8 +654,9 @@ fn spread(mut ratios: Vec<f64>) -> String {
 
 // ---- instruction counting --------------------------------------------------------------
 
-/// Makes exactly `calls` unary calls, one at a time, with the contender named `E2E_ONLY`.
-fn count_pass(rt: &Runtime, contenders: &Contenders, calls: u64) {
+/// Makes exactly `calls` unary calls, `in_flight` at a time, with the contender named
+/// `E2E_ONLY`.
+fn count_pass(rt: &Runtime, contenders: &Contenders, calls: u64, in_flight: usize) {
     let name = std::env::var("E2E_ONLY").unwrap_or_default();
     let list = contenders.of(Rpc::Unary);
     let Some(contender) = list.iter().find(|c| c.name() == name) else {
@@ -661,12 +665,12 @@ fn count_pass(rt: &Runtime, contenders: &Contenders, calls: u64) {
     };
     // Under an instrumenting tool, code runs slowly the first time it is reached, and the
     // first calls can pass their deadline: warm up first, and count only what follows.
-    rt.block_on(run_calls(contender, Rpc::Unary, 1, 100));
+    rt.block_on(run_calls(contender, Rpc::Unary, in_flight, 100));
     ERRORS.store(0, Ordering::Relaxed);
-    rt.block_on(run_calls(contender, Rpc::Unary, 1, calls));
+    rt.block_on(run_calls(contender, Rpc::Unary, in_flight, calls));
     let errors = ERRORS.load(Ordering::Relaxed);
     assert_eq!(errors, 0, "{errors} of {calls} calls failed");
-    println!("{name}: {calls} unary calls");
+    println!("{name}: {calls} unary calls, {in_flight} in flight");
 }
 
 // ---- main --------------------------------------------------------------------------------
@@ -712,7 +716,12 @@ fn main() {
     let addr = rt.block_on(start_server());
     let contenders = rt.block_on(Contenders::connect(addr, profile));
     if let Some(calls) = env_value("E2E_CALLS", "a number of calls") {
-        count_pass(&rt, &contenders, calls);
+        let in_flight = env_number("E2E_IN_FLIGHT", "a number of calls in flight", 1);
+        assert!(
+            in_flight > 0,
+            "E2E_IN_FLIGHT: a number of calls in flight above 0"
+        );
+        count_pass(&rt, &contenders, calls, in_flight);
         return;
     }
 
