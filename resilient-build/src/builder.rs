@@ -12,6 +12,7 @@ use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
 
+use crate::error::{build_error, invalid_input};
 use crate::model::ServiceModel;
 use crate::parse::{self, OPTIONS_FILE, OPTIONS_PACKAGE, TypeResolver};
 use crate::policy::{self, Policy};
@@ -222,7 +223,7 @@ impl Builder {
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
             None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| {
-                io::Error::new(
+                build_error(
                     io::ErrorKind::NotFound,
                     "OUT_DIR is not set: call resilient-build from a build script, or set `.out_dir(..)`",
                 )
@@ -492,7 +493,7 @@ impl ResilientServiceGenerator {
             })
             .collect();
         if prost_types != plan.types {
-            self.errors.borrow_mut().push(io::Error::other(format!(
+            self.errors.borrow_mut().push(build_error(io::ErrorKind::Other, format!(
                 "resilient-build internal error: the RPC types of {path} resolve to {prost_types:?} for \
                  tonic but {:?} for the resilient client; please report this with the proto",
                 plan.types
@@ -598,10 +599,10 @@ fn compile_error(error: &protox::Error, includes: &[PathBuf], proto: &Path) -> i
     if let Some(hint) = option_field_hint(&text) {
         text = format!("{text}; {hint}");
     }
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("failed to compile protos: {}", escape_controls(&text)),
-    )
+    invalid_input(format!(
+        "failed to compile protos: {}",
+        escape_controls(&text)
+    ))
 }
 
 /// For `field 'NAME' not found for message 'resilient.v1.MESSAGE'`: where the field
@@ -673,7 +674,7 @@ fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<()> {
 }
 
 fn with_path(error: io::Error, what: &str, path: &Path) -> io::Error {
-    io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+    build_error(error.kind(), format!("{what} {}: {error}", path.display()))
 }
 
 #[cfg(test)]

@@ -240,7 +240,12 @@
 //! an unknown status code with the nearest real one, `hedge_max_attempts` outside 1 to 5,
 //! a `hedge_percentile` outside 0.5 to 0.999, RPCs that share a bulkhead but size it
 //! differently), hedging and retries on one RPC, `shared_breaker` on an RPC, or RPC names
-//! that would clash in Rust.
+//! that would clash in Rust. A build script whose `main` returns the error shows its
+//! message as written (quotes unescaped, one problem per line), not as an escaped string:
+//!
+//! ```text
+//! Error: Custom { kind: InvalidInput, error: no service or method matches ".nova.auth.v1.AuthServic"; did you mean ".nova.auth.v1.AuthService"? }
+//! ```
 //!
 //! # Rebuilds
 //!
@@ -249,6 +254,7 @@
 
 mod builder;
 mod codes;
+mod error;
 mod model;
 mod parse;
 mod policy;
@@ -286,10 +292,7 @@ pub fn configure() -> Builder {
 pub fn compile_protos(proto: impl AsRef<Path>) -> io::Result<()> {
     let proto = proto.as_ref();
     let include = proto.parent().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not a proto file path", proto.display()),
-        )
+        error::invalid_input(format!("{} is not a proto file path", proto.display()))
     })?;
     configure().compile_protos(&[proto], &[include])
 }

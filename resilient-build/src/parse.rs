@@ -10,6 +10,7 @@ use protox::prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, Value,
 };
 
+use crate::error::invalid_input;
 use crate::model::{
     DeclaredIdempotency, EffectivePolicy, MethodModel, PolicyValues, ProtoLocation, ProtoOption,
     RpcKind, ServiceModel,
@@ -204,10 +205,7 @@ pub(crate) fn check_names(pool: &DescriptorPool, services: &[ServiceModel]) -> i
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            problems.join("\n"),
-        ))
+        Err(invalid_input(problems.join("\n")))
     }
 }
 
@@ -419,21 +417,17 @@ impl TypeResolver {
             .chain(defaults);
         for (proto, rust) in pairs {
             if !proto.starts_with('.') || proto.split('.').skip(1).any(str::is_empty) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "extern_path \"{proto}\" must be a fully qualified proto path starting with \".\""
-                    ),
-                ));
+                return Err(invalid_input(format!(
+                    "extern_path \"{proto}\" must be a fully qualified proto path starting with \".\""
+                )));
             }
             if extern_paths
                 .insert(proto.to_owned(), rust.to_owned())
                 .is_some()
             {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("extern_path \"{proto}\" is given twice"),
-                ));
+                return Err(invalid_input(format!(
+                    "extern_path \"{proto}\" is given twice"
+                )));
             }
         }
         Ok(TypeResolver { extern_paths })

@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::codes::{self, BadCode};
+use crate::error::invalid_input;
 use crate::model::{
     EffectivePolicy, MethodModel, NoHedge, NoRetry, PolicyValues, ServiceModel, Source, Sourced,
     show_duration,
@@ -1354,10 +1355,6 @@ fn hedge_warning(method: &MethodModel) -> Option<String> {
             method.kind.describe()
         ),
     })
-}
-
-fn invalid_input(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 #[cfg(test)]

@@ -118,13 +118,10 @@ fn retry_spec(method: &MethodModel) -> io::Result<TokenStream> {
     let initial_backoff = duration_tokens(path, "initial_backoff", retry.initial_backoff)?;
     let max_backoff = duration_tokens(path, "max_backoff", retry.max_backoff)?;
     if !retry.backoff_multiplier.is_finite() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "invalid policy for {path}: backoff_multiplier = {} is not a finite number",
-                retry.backoff_multiplier
-            ),
-        ));
+        return Err(crate::error::invalid_input(format!(
+            "invalid policy for {path}: backoff_multiplier = {} is not a finite number",
+            retry.backoff_multiplier
+        )));
     }
     // Rust prints the shortest decimal that reads back as the same f64: exact.
     let multiplier = Literal::f64_unsuffixed(retry.backoff_multiplier);
@@ -168,13 +165,10 @@ fn hedge_spec(method: &MethodModel) -> io::Result<TokenStream> {
             quote!(Some(#q))
         }
         Some(q) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "invalid policy for {}: hedge_percentile = {q} is not a finite number",
-                    method.path
-                ),
-            ));
+            return Err(crate::error::invalid_input(format!(
+                "invalid policy for {}: hedge_percentile = {q} is not a finite number",
+                method.path
+            )));
         }
         None => quote!(None),
     };
@@ -219,13 +213,10 @@ fn duration_tokens(path: &str, option: &str, value: Duration) -> io::Result<Toke
         return Ok(quote!(std::time::Duration::from_millis(#millis)));
     }
     if value.as_secs() > u64::from(u32::MAX) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "invalid policy for {path}: {option} = {value:?} is too large; use at most {} seconds",
-                u32::MAX
-            ),
-        ));
+        return Err(crate::error::invalid_input(format!(
+            "invalid policy for {path}: {option} = {value:?} is too large; use at most {} seconds",
+            u32::MAX
+        )));
     }
     let secs = Literal::u64_unsuffixed(value.as_secs());
     let nanos = Literal::u32_unsuffixed(value.subsec_nanos());

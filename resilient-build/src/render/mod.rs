@@ -140,17 +140,19 @@ fn method_ident(method: &MethodModel) -> Ident {
 /// A Rust type written as a string: `super::Claims`, `()`, a user's `extern_path`.
 fn rust_type(text: &str) -> io::Result<syn::Type> {
     syn::parse_str(text).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("`{text}` is not a Rust type ({e}); check the extern_path that maps to it"),
-        )
+        crate::error::invalid_input(format!(
+            "`{text}` is not a Rust type ({e}); check the extern_path that maps to it"
+        ))
     })
 }
 
 pub(crate) fn internal(what: &str) -> io::Error {
-    io::Error::other(format!(
-        "resilient-build internal error: {what}; please report this with the proto that causes it"
-    ))
+    crate::error::build_error(
+        io::ErrorKind::Other,
+        format!(
+            "resilient-build internal error: {what}; please report this with the proto that causes it"
+        ),
+    )
 }
 
 #[cfg(test)]
