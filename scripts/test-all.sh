@@ -33,7 +33,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "tests (unit, integration, doc; including those that need the tools above)"
 cargo test --workspace --all-features --locked -- --include-ignored
 
-step "deploy: promtool check/test rules, kubectl kustomize of every overlay"
+step "deploy: promtool check/test rules, kustomize of every overlay"
 scripts/check-deploy.sh
 
 step "loom: exhaustive interleavings of half-open admission"
