@@ -27,14 +27,24 @@ use crate::spec::{
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Breakers and policies of one generated client. Clones of the client share it.
-#[derive(Debug)]
 pub struct ServiceRuntime {
     spec: &'static ServiceSpec,
     methods: Box<[MethodRuntime]>,
 }
 
+/// The service and, per RPC, its breaker and effective policy: what an operator asks of a
+/// client (its spec and the retry budgets' ledgers are left out).
+impl std::fmt::Debug for ServiceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceRuntime")
+            .field("service", &self.spec.path)
+            .field("methods", &self.methods)
+            .finish()
+    }
+}
+
 /// The effective policy of one RPC and its breaker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MethodRuntime {
     spec: &'static MethodSpec,
     breaker: CircuitBreaker,
@@ -48,6 +58,23 @@ pub struct MethodRuntime {
     hedge: Option<Hedging>,
     bulkhead: Option<Bulkhead>,
     budget: RetryBudget,
+}
+
+/// The RPC's name, breaker and effective policy (its spec, classifier and retry budget's
+/// ledger are left out).
+impl std::fmt::Debug for MethodRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodRuntime")
+            .field("rpc", &self.spec.name)
+            .field("breaker", &self.breaker)
+            .field("timeout", &self.timeout)
+            .field("propagates_deadline", &self.timeout_header.is_some())
+            .field("fallback", &self.fallback)
+            .field("retry", &self.retry)
+            .field("hedge", &self.hedge)
+            .field("bulkhead", &self.bulkhead)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MethodRuntime {

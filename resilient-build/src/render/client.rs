@@ -469,6 +469,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         .enumerate()
         .map(|(index, method)| rpc_method(index, method))
         .collect::<io::Result<Vec<_>>>()?;
+    let client_name = client.to_string();
 
     Ok(quote! {
         #struct_docs
@@ -488,6 +489,18 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
                     fallback: std::sync::Arc::clone(&self.fallback),
                     runtime: std::sync::Arc::clone(&self.runtime),
                 }
+            }
+        }
+
+        // Like tonic's clients, `Debug` when the transport is; a fallback shows as its
+        // type name, so that it need not implement `Debug` itself.
+        impl<T: std::fmt::Debug, F> std::fmt::Debug for #client<T, F> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(#client_name)
+                    .field("inner", &self.inner)
+                    .field("fallback", &std::any::type_name::<F>())
+                    .field("runtime", &self.runtime)
+                    .finish_non_exhaustive()
             }
         }
 

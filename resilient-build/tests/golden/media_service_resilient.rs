@@ -315,6 +315,15 @@ pub mod media_service_resilient {
             }
         }
     }
+    impl<T: std::fmt::Debug, F> std::fmt::Debug for MediaServiceResilientClient<T, F> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MediaServiceResilientClient")
+                .field("inner", &self.inner)
+                .field("fallback", &std::any::type_name::<F>())
+                .field("runtime", &self.runtime)
+                .finish_non_exhaustive()
+        }
+    }
     impl MediaServiceResilientClient<tonic::transport::Channel> {
         /// Connects to `dst` like tonic's `connect`, then wraps the client as
         /// [`Self::try_new`] does.

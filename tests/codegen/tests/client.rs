@@ -87,6 +87,39 @@ async fn answers_like_tonic_when_all_is_well() {
     );
 }
 
+/// Like tonic's clients, the generated one is `Debug`, so a struct holding it can derive
+/// `Debug`; its fallback need not be, and shows as its type name.
+#[tokio::test]
+async fn is_debug_like_tonic_s_client_whatever_its_fallback() {
+    #[derive(Debug)]
+    struct Deps {
+        echo: EchoServiceResilientClient<tonic::transport::Channel, Cache>,
+    }
+    let server = start().await;
+    let deps = Deps {
+        echo: client(server.url())
+            .await
+            .with_fallback(Cache(Arc::default())),
+    };
+    deps.echo.echo(req("hi")).await.unwrap();
+    let text = format!("{deps:?}");
+    assert!(
+        text.starts_with("Deps { echo: EchoServiceResilientClient { inner: EchoServiceClient {"),
+        "{text}"
+    );
+    assert!(text.contains("fallback: \"client::Cache\""), "{text}");
+    // the breakers, by name and state, and each RPC's effective policy
+    for rpc in ["Echo", "Collect", "Expand", "Chat"] {
+        assert!(
+            text.contains(&format!(
+                "MethodRuntime {{ rpc: \"{rpc}\", breaker: CircuitBreaker {{ name: \"echo-service/{rpc}\", state: Closed"
+            )),
+            "{text}"
+        );
+    }
+    assert!(text.contains("timeout: 300ms"), "{text}");
+}
+
 #[tokio::test]
 async fn slow_server_times_out_into_the_fallback() {
     let server = start().await;

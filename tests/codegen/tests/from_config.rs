@@ -17,9 +17,7 @@ fn the_target_comes_from_the_env_var_then_the_config_file() {
         std::env::remove_var("RESILIENT_CONFIG");
     }
     runtime.block_on(async {
-        let err = EchoServiceResilientClient::from_config()
-            .err()
-            .expect("no target anywhere");
+        let err = EchoServiceResilientClient::from_config().expect_err("no target anywhere");
         let text = err.to_string();
         assert!(text.contains("ECHO_SERVICE_URL"), "{text}");
         assert!(text.contains("RESILIENT_CONFIG"), "{text}");
