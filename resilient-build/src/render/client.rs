@@ -540,6 +540,52 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
 
         impl<T, F> #client<T, F>
         where
+            T: tonic::client::GrpcService<tonic::body::Body>,
+            T::Error: Into<tonic::codegen::StdError>,
+            T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,
+            <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + std::marker::Send,
+        {
+            /// Compresses requests with `encoding`, as tonic's client does; the server
+            /// must accept it.
+            #[must_use]
+            pub fn send_compressed(self, encoding: tonic::codec::CompressionEncoding) -> Self {
+                self.map_inner(|inner| inner.send_compressed(encoding))
+            }
+
+            /// Accepts responses compressed with `encoding`, as tonic's client does.
+            #[must_use]
+            pub fn accept_compressed(self, encoding: tonic::codec::CompressionEncoding) -> Self {
+                self.map_inner(|inner| inner.accept_compressed(encoding))
+            }
+
+            /// Limits the size of a decoded response message, as tonic's client does
+            /// (default 4 MB).
+            #[must_use]
+            pub fn max_decoding_message_size(self, limit: usize) -> Self {
+                self.map_inner(|inner| inner.max_decoding_message_size(limit))
+            }
+
+            /// Limits the size of an encoded request message, as tonic's client does
+            /// (default `usize::MAX`).
+            #[must_use]
+            pub fn max_encoding_message_size(self, limit: usize) -> Self {
+                self.map_inner(|inner| inner.max_encoding_message_size(limit))
+            }
+
+            /// The same client over a reconfigured tonic client; copies of the old one
+            /// are not reused.
+            fn map_inner(self, f: impl FnOnce(#raw<T>) -> #raw<T>) -> Self {
+                Self {
+                    inner: f(self.inner),
+                    spares: std::sync::Arc::default(),
+                    fallback: self.fallback,
+                    runtime: self.runtime,
+                }
+            }
+        }
+
+        impl<T, F> #client<T, F>
+        where
             T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
             T::Error: Into<tonic::codegen::StdError>,
             T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,

@@ -120,6 +120,52 @@ async fn is_debug_like_tonic_s_client_whatever_its_fallback() {
     assert!(text.contains("timeout: 300ms"), "{text}");
 }
 
+/// tonic's message-size settings exist on the generated client too, and reach every call,
+/// also one made after calls left copies of the unconfigured tonic client behind.
+#[tokio::test]
+async fn message_size_limits_apply_like_tonic_s() {
+    let server = start().await;
+    let big = "x".repeat(4096);
+    let c = client(server.url()).await;
+    c.echo(req(&big)).await.expect("no limit yet");
+    let c = c.max_decoding_message_size(1024);
+    let status = c
+        .echo(req(&big))
+        .await
+        .expect_err("the reply is over 1 KiB");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(
+        server.hits.echo(),
+        2,
+        "the request went out; its reply was refused"
+    );
+    c.echo(req("small")).await.expect("under the limit");
+
+    // tonic fails an oversized request by resetting its stream: the same status from
+    // its own client and from the generated one, and the server's handler never runs
+    let c = client(server.url()).await.max_encoding_message_size(1024);
+    let status = c
+        .echo(req(&big))
+        .await
+        .expect_err("the request is over 1 KiB");
+    let mut raw = EchoServiceClient::connect(server.url())
+        .await
+        .unwrap()
+        .max_encoding_message_size(1024);
+    let raw_status = raw.echo(req(&big)).await.expect_err("over 1 KiB");
+    assert_eq!(
+        status.code(),
+        raw_status.code(),
+        "{status:?} / {raw_status:?}"
+    );
+    assert_eq!(
+        server.hits.echo(),
+        3,
+        "an oversized request reached the handler"
+    );
+    c.echo(req("small")).await.expect("under the limit");
+}
+
 #[tokio::test]
 async fn slow_server_times_out_into_the_fallback() {
     let server = start().await;
