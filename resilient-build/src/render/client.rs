@@ -540,10 +540,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
 
         impl<T, F> #client<T, F>
         where
-            T: tonic::client::GrpcService<tonic::body::Body>,
-            T::Error: Into<tonic::codegen::StdError>,
-            T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,
-            <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + std::marker::Send,
+            #tonic_bounds
         {
             /// Compresses requests with `encoding`, as tonic's client does; the server
             /// must accept it.
@@ -586,10 +583,8 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
 
         impl<T, F> #client<T, F>
         where
-            T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
-            T::Error: Into<tonic::codegen::StdError>,
-            T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,
-            <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + std::marker::Send,
+            #tonic_bounds
+            T: Clone + Send + 'static,
             T::Future: Send,
             F: #fallback_trait,
         {

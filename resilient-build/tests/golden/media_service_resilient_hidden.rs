@@ -504,12 +504,13 @@ pub mod media_service_resilient {
     }
     impl<T, F> MediaServiceResilientClient<T, F>
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+        T: tonic::client::GrpcService<tonic::body::Body>,
         T::Error: Into<tonic::codegen::StdError>,
         T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes>
             + std::marker::Send + 'static,
         <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError>
             + std::marker::Send,
+        T: Clone + Send + 'static,
         T::Future: Send,
         F: MediaServiceFallback,
     {
