@@ -70,8 +70,10 @@ impl<T, E> Classifier<T, E> for ErrorIsFailure {
     }
 }
 
+#[cfg(feature = "discovery")]
+pub(crate) use grpc::caused_by_local_reset;
 #[cfg(feature = "grpc")]
-pub use grpc::{GrpcClassifier, is_client_timeout};
+pub use grpc::{GrpcClassifier, is_client_timeout, is_local_reset};
 
 #[cfg(feature = "grpc")]
 mod grpc {
@@ -84,7 +86,7 @@ mod grpc {
     /// |---|---|
     /// | failure | `UNAVAILABLE`, `INTERNAL`, `UNKNOWN`, `DATA_LOSS`, `DEADLINE_EXCEEDED`, tonic's own client-side timeout (`CANCELLED` "Timeout expired"), and `RESOURCE_EXHAUSTED` when `resource_exhausted_is_failure` |
     /// | success | `OK`, `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, `FAILED_PRECONDITION`, `ABORTED`, `OUT_OF_RANGE`, and `RESOURCE_EXHAUSTED` by default: the server answered; the request was refused |
-    /// | ignored | `CANCELLED` (by the caller), `UNIMPLEMENTED` |
+    /// | ignored | `CANCELLED` (by the caller), `UNIMPLEMENTED`, and `INTERNAL` for a stream this client reset itself ([`is_local_reset`]: the request could not be sent) |
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct GrpcClassifier {
         /// Count `RESOURCE_EXHAUSTED` (quota, overload) as a failure. Default: false.
@@ -96,6 +98,7 @@ mod grpc {
         pub fn classify_status(&self, status: &Status) -> Outcome {
             match status.code() {
                 Code::Ok => Outcome::Success,
+                Code::Internal if is_local_reset(status) => Outcome::Ignored,
                 Code::Unavailable
                 | Code::Internal
                 | Code::Unknown
@@ -143,6 +146,31 @@ mod grpc {
         }
         status.message() == "Timeout expired"
     }
+
+    /// True when `status` is an HTTP/2 stream that this client reset itself, which tonic
+    /// reports as `INTERNAL` ("h2 protocol error"). That happens when the request could
+    /// not be sent: it is over the client's `max_encoding_message_size`, or failed to
+    /// encode. The dependency never saw the request, so the outcome is ignored: a caller's
+    /// oversized requests must not open the circuit for every other call.
+    ///
+    /// A reset sent by the server, or one that HTTP/2 itself makes on a protocol error,
+    /// is not local, and stays a failure.
+    pub fn is_local_reset(status: &Status) -> bool {
+        std::error::Error::source(status).is_some_and(caused_by_local_reset)
+    }
+
+    /// True when `error`, or an error behind it, is an HTTP/2 stream reset by this side
+    /// (not by the peer, not by HTTP/2 on a protocol error).
+    pub(crate) fn caused_by_local_reset(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut source = Some(error);
+        while let Some(err) = source {
+            if let Some(h2) = err.downcast_ref::<h2::Error>() {
+                return h2.is_reset() && !h2.is_remote() && !h2.is_library();
+            }
+            source = err.source();
+        }
+        false
+    }
 }
 
 #[cfg(all(test, feature = "grpc"))]
@@ -187,6 +215,22 @@ mod tests {
             }
         }
         assert_eq!(default.classify(&Ok::<_, Status>(())), Success);
+    }
+
+    #[test]
+    fn only_a_reset_made_by_the_client_itself_is_local() {
+        let classifier = GrpcClassifier::default();
+        let plain = Status::internal("h2 protocol error: http2 error");
+        assert!(!is_local_reset(&plain));
+        assert_eq!(classifier.classify_status(&plain), Outcome::Failure);
+        // an h2 reason with no reset behind it (how tonic picks the code of a reset it
+        // asks for) is not a reset this client made
+        let mut reason = Status::internal("h2 protocol error");
+        reason.set_source(std::sync::Arc::new(h2::Error::from(
+            h2::Reason::INTERNAL_ERROR,
+        )));
+        assert!(!is_local_reset(&reason));
+        assert_eq!(classifier.classify_status(&reason), Outcome::Failure);
     }
 
     #[test]

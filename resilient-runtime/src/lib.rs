@@ -97,7 +97,7 @@ pub use breaker::{
 pub use call::ResilientStreaming;
 pub use classify::{Classifier, ErrorIsFailure, Outcome};
 #[cfg(feature = "grpc")]
-pub use classify::{GrpcClassifier, is_client_timeout};
+pub use classify::{GrpcClassifier, is_client_timeout, is_local_reset};
 pub use clock::{Clock, FakeClock, SystemClock};
 #[cfg(feature = "discovery")]
 pub use discover::{DiscoveryError, Target};

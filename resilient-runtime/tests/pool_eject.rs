@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use discovery_support::{Replica, check, eventually, ip, replicas};
 use resilient_runtime::pool::EndpointState;
-use resilient_runtime::{Balance, Ejection, Pool, is_client_timeout};
+use resilient_runtime::{Balance, Ejection, Pool, is_client_timeout, is_local_reset};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -141,6 +141,42 @@ async fn unavailable_answers_eject_other_codes_do_not() {
     assert_eq!(e[1].failures, 3);
     assert!(e[1].ejected_until.is_some());
     assert_eq!(e[0].state, EndpointState::Active);
+}
+
+/// A request the client cannot send (over its `max_encoding_message_size`) is the
+/// caller's mistake: it ejects no endpoint, and the caller gets the status tonic gives
+/// without a pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_too_large_to_send_eject_nothing() {
+    let (port, _reps) = replicas(&[2, 3]);
+    let pool = Pool::builder(&static_target(port, &[2, 3]))
+        .balance(Balance::RoundRobin)
+        .build_resolved()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(pool.clone()).max_encoding_message_size(1024);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.2:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut direct = HealthClient::new(channel).max_encoding_message_size(1024);
+    let big = || HealthCheckRequest {
+        service: "x".repeat(4096),
+    };
+    let unpooled = direct.check(big()).await.unwrap_err();
+    for _ in 0..10 {
+        let status = client.check(big()).await.unwrap_err();
+        assert_eq!(status.code(), unpooled.code(), "{status:?} / {unpooled:?}");
+        assert!(is_local_reset(&status), "{status:?}");
+    }
+    let e = pool.endpoints();
+    assert_eq!(ejected(&pool), 0, "{e:?}");
+    assert!(e.iter().all(|e| e.failures == 0), "{e:?}");
+    client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("a request under the limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

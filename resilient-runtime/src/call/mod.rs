@@ -20,7 +20,8 @@
 //! **Retries** (idempotent RPCs with a retry policy): a failed attempt whose code is
 //! retryable is retried after a backoff with full jitter (or the server's
 //! `grpc-retry-pushback-ms`; a negative pushback stops retrying), while the service's
-//! retry budget allows and time is left. An open circuit is never retried. Over a
+//! retry budget allows and time is left. An open circuit is never retried, nor a request
+//! too large to send ([`is_local_reset`](crate::is_local_reset)). Over a
 //! `Pool`, a retry goes to an endpoint the call has not tried while
 //! one is in rotation.
 //!
@@ -237,8 +238,10 @@ where
             }
         };
         let outcome = record_status(method, permit, &status, binding && deadline.set_by_caller);
+        // an open circuit, or a request too large to send, fails the same way again
         let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
-            && !crate::is_circuit_open(&status);
+            && !crate::is_circuit_open(&status)
+            && !crate::is_local_reset(&status);
         if may_retry
             && retryable
             && let Some(wait) = retry_wait(method, attempt, Some(&status), started, deadline)

@@ -996,6 +996,12 @@ async fn send(
                 // and the caller must still see tonic's own timeout status.
                 return Err(error);
             }
+            if crate::classify::caused_by_local_reset(&*error) {
+                // The request could not be sent (over the client's message size limit,
+                // or failing to encode): the caller's doing, not the endpoint's. Passed
+                // on as it is, so that tonic reports it as it does without a pool.
+                return Err(error);
+            }
             let address = call.endpoint().address.clone();
             call.failed();
             Err(Box::new(Status::new(

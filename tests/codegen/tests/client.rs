@@ -142,12 +142,30 @@ async fn message_size_limits_apply_like_tonic_s() {
     c.echo(req("small")).await.expect("under the limit");
 
     // tonic fails an oversized request by resetting its stream: the same status from
-    // its own client and from the generated one, and the server's handler never runs
-    let c = client(server.url()).await.max_encoding_message_size(1024);
-    let status = c
-        .echo(req(&big))
+    // its own client and from the generated one, and the server's handler never runs.
+    // It is the caller's mistake, not the dependency's: more of them than the failure
+    // threshold (3) leave the circuit closed, and the fallback is not asked.
+    let cached = Arc::new(Cached::default());
+    let c = client(server.url())
         .await
-        .expect_err("the request is over 1 KiB");
+        .with_fallback(Cache(cached.clone()))
+        .max_encoding_message_size(1024);
+    let mut status = Status::ok("");
+    for _ in 0..5 {
+        status = c
+            .echo(req(&big))
+            .await
+            .expect_err("the request is over 1 KiB");
+        assert!(resilient_runtime::is_local_reset(&status), "{status:?}");
+    }
+    let breaker = c.breaker("Echo").unwrap();
+    assert_eq!(breaker.state(), CircuitBreakerState::Closed);
+    assert_eq!(breaker.consecutive_failures(), 0);
+    assert_eq!(
+        cached.served.load(Ordering::SeqCst),
+        0,
+        "the fallback was asked"
+    );
     let mut raw = EchoServiceClient::connect(server.url())
         .await
         .unwrap()

@@ -604,3 +604,32 @@ async fn a_build_time_hedge_policy_hedges_a_slow_replica_with_no_runtime_config(
         "a call waited for the slow replica: {worst:?}"
     );
 }
+
+/// A request too large to send fails the same way on every attempt: not retried, even
+/// with its code (`INTERNAL`) configured retryable, and no replica is blamed.
+#[tokio::test]
+async fn a_request_too_large_to_send_is_not_retried() {
+    let replicas = [bare_server().await, bare_server().await];
+    let pool = replica_pool(&replicas).await;
+    let config = RuntimeConfig::from_toml_str(
+        "test.toml",
+        &format!("{RETRY_FAST}retryable_codes = [\"UNAVAILABLE\", \"INTERNAL\"]\n"),
+    )
+    .unwrap();
+    let spec = FlakyServiceResilientClient::<Pool>::spec();
+    let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+    let c =
+        FlakyServiceResilientClient::with_runtime(FlakyServiceClient::new(pool.clone()), runtime)
+            .max_encoding_message_size(1024);
+    let status = c.lookup(req(&"k".repeat(4096), |_| {})).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let sent: u64 = pool.endpoints().iter().map(|e| e.requests).sum();
+    assert_eq!(sent, 1, "attempts sent to the pool");
+    assert!(pool.endpoints().iter().all(|e| e.failures == 0));
+    assert_eq!(c.breaker("Lookup").unwrap().consecutive_failures(), 0);
+    let total: u32 = replicas
+        .iter()
+        .map(|(f, _)| f.total.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(total, 0, "no replica saw the request");
+}
