@@ -13,10 +13,9 @@ use std::time::Duration;
 use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, ConfigError, Environment, Mode};
 use crate::bulkhead::Bulkhead;
 use crate::classify::GrpcClassifier;
-use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::config::{PolicyOverride, RuntimeConfig, code_from_name};
-use crate::deadline::grpc_timeout_value;
+use crate::deadline::grpc_timeout_header;
 use crate::hedge::Hedging;
 use crate::retry::{RetryBudget, RetryBudgetConfig};
 use crate::spec::{
@@ -51,7 +50,7 @@ pub struct MethodRuntime {
     timeout: Duration,
     /// `timeout` as a `grpc-timeout` value, formatted once; `None` when the RPC does not
     /// send its deadline to the server.
-    timeout_header: Option<MetadataValue<Ascii>>,
+    timeout_header: Option<http::HeaderValue>,
     fallback: FallbackMode,
     classifier: GrpcClassifier,
     retry: Option<RetrySpec>,
@@ -117,7 +116,7 @@ impl MethodRuntime {
 
     /// Its deadline as a `grpc-timeout` header value, or `None` when calls do not send
     /// their deadline to the server.
-    pub(crate) fn timeout_header(&self) -> Option<&MetadataValue<Ascii>> {
+    pub(crate) fn timeout_header(&self) -> Option<&http::HeaderValue> {
         self.timeout_header.as_ref()
     }
 
@@ -334,7 +333,7 @@ impl ServiceRuntime {
                 spec: method,
                 breaker,
                 timeout,
-                timeout_header: propagate_deadline.then(|| grpc_timeout_value(timeout)),
+                timeout_header: propagate_deadline.then(|| grpc_timeout_header(timeout)),
                 fallback,
                 classifier: GrpcClassifier::default(),
                 retry,
@@ -364,7 +363,7 @@ impl ServiceRuntime {
                     .build()
                     .unwrap_or_else(|_| CircuitBreaker::new(CircuitBreakerConfig::default())),
                 timeout: lenient_timeout(m),
-                timeout_header: Some(grpc_timeout_value(lenient_timeout(m))),
+                timeout_header: Some(grpc_timeout_header(lenient_timeout(m))),
                 fallback: FallbackMode::DEFAULT,
                 classifier: GrpcClassifier::default(),
                 retry: None,

@@ -7,6 +7,10 @@ use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 /// The header carrying a call's deadline.
 pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 
+/// [`GRPC_TIMEOUT_HEADER`] as a header name, checked once rather than at every call.
+pub(crate) static GRPC_TIMEOUT_NAME: http::HeaderName =
+    http::HeaderName::from_static(GRPC_TIMEOUT_HEADER);
+
 /// Parses a `grpc-timeout` value (`"2S"`, `"150m"`: at most 8 digits and a unit of
 /// H, M, S, m, u or n). `None` for anything else.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -33,6 +37,17 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 /// the protocol allows (what `Request::set_timeout` writes). Durations beyond 99 999 999
 /// hours are capped.
 pub fn grpc_timeout_value(timeout: Duration) -> MetadataValue<Ascii> {
+    MetadataValue::try_from(grpc_timeout_text(timeout).as_str())
+        .unwrap_or_else(|_| MetadataValue::from_static("0n"))
+}
+
+/// [`grpc_timeout_value`] as an HTTP header value.
+pub(crate) fn grpc_timeout_header(timeout: Duration) -> http::HeaderValue {
+    http::HeaderValue::try_from(grpc_timeout_text(timeout))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("0n"))
+}
+
+fn grpc_timeout_text(timeout: Duration) -> String {
     const MAX: u128 = 99_999_999;
     let nanos = timeout.as_nanos();
     let (count, unit) = [
@@ -47,14 +62,14 @@ pub fn grpc_timeout_value(timeout: Duration) -> MetadataValue<Ascii> {
     .map(|(per, unit)| (nanos / per, unit))
     .find(|(count, _)| *count <= MAX)
     .unwrap_or((MAX, 'H'));
-    let text = format!("{count}{unit}");
-    MetadataValue::try_from(text.as_str()).unwrap_or_else(|_| MetadataValue::from_static("0n"))
+    format!("{count}{unit}")
 }
 
 /// The deadline a caller set on a request (`Request::set_timeout`), if any.
 pub fn request_timeout(metadata: &MetadataMap) -> Option<Duration> {
     metadata
-        .get(GRPC_TIMEOUT_HEADER)
+        .as_ref()
+        .get(&GRPC_TIMEOUT_NAME)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
 }

@@ -306,7 +306,8 @@ fn set_timeout<M>(method: &MethodRuntime, request: &mut Request<M>, deadline: Du
     if deadline == method.timeout() {
         request
             .metadata_mut()
-            .insert(crate::deadline::GRPC_TIMEOUT_HEADER, own.clone());
+            .as_mut()
+            .insert(crate::deadline::GRPC_TIMEOUT_NAME.clone(), own.clone());
     } else {
         request.set_timeout(deadline);
     }
