@@ -53,16 +53,11 @@ pub struct CircuitBreaker {
     inner: Arc<Inner>,
 }
 
+// Laid out by hand, on a cache line of its own: what every call reads (the flags, then
+// the state machine's word and failure streak, see `Core`) comes first, so that a call
+// touches one line of the breaker, wherever the allocator put it.
+#[repr(C, align(64))]
 pub(crate) struct Inner {
-    core: Core,
-    /// Process-unique, for naming the breaker in errors converted later.
-    id: u64,
-    name: Arc<str>,
-    service: Arc<str>,
-    rpc: Arc<str>,
-    config: CircuitBreakerConfig,
-    clock: ClockSource,
-    observers: Box<[Arc<dyn Observer>]>,
     /// Measure call durations: an observer wants them, or slow calls are counted.
     timed: bool,
     /// A closed-state success only clears the failure streak: nothing is timed, no
@@ -70,7 +65,19 @@ pub(crate) struct Inner {
     quiet_success: bool,
     /// A call needs no timing and no timer: `!timed` and no `call_timeout`.
     plain_call: bool,
+    /// `observers` is not empty.
+    observed: bool,
+    /// Read by a rejection.
+    clock: ClockSource,
+    core: Core,
+    observers: Box<[Arc<dyn Observer>]>,
     slow_nanos: Option<u64>,
+    /// Process-unique, for naming the breaker in errors converted later.
+    id: u64,
+    name: Arc<str>,
+    service: Arc<str>,
+    rpc: Arc<str>,
+    config: CircuitBreakerConfig,
 }
 
 impl Drop for Inner {
@@ -171,6 +178,7 @@ impl CircuitBreakerBuilder {
                 .map(nanos),
             config: self.config,
             clock: self.clock,
+            observed: !self.observers.is_empty(),
             observers: self.observers.into_boxed_slice(),
             timed,
             quiet_success,
@@ -500,7 +508,7 @@ impl Inner {
                 ticket,
                 started: None,
             }),
-            FastAdmission::Rejected(retry_after) if self.observers.is_empty() => {
+            FastAdmission::Rejected(retry_after) if !self.observed => {
                 CallAdmission::Rejected(retry_after)
             }
             _ => CallAdmission::Other,
@@ -514,7 +522,7 @@ impl Inner {
         match self.core.admit_fast(|| self.clock.now_nanos()) {
             FastAdmission::Admitted(ticket) => Ok(self.permit(ticket)),
             FastAdmission::Rejected(retry_after) => {
-                if !self.observers.is_empty() {
+                if self.observed {
                     self.emit_rejection(from_nanos(retry_after), false);
                 }
                 Err(retry_after)
@@ -549,7 +557,7 @@ impl Inner {
                 Ok(self.permit(ticket))
             }
             Admission::Rejected { retry_after_nanos } => {
-                if !self.observers.is_empty() {
+                if self.observed {
                     self.emit_rejection(retry_after_nanos.map(Duration::from_nanos), false);
                 }
                 Err(retry_after_nanos.unwrap_or(u64::MAX))
@@ -623,7 +631,7 @@ impl Inner {
         let transition = self
             .core
             .record(ticket, outcome, slow, &|| self.clock.now_nanos());
-        if !self.observers.is_empty() && ticket.kind != TicketKind::Untracked {
+        if self.observed && ticket.kind != TicketKind::Untracked {
             let event = OutcomeEvent {
                 breaker: self.labels(),
                 outcome,
@@ -793,5 +801,27 @@ impl std::fmt::Debug for OwnedPermit {
             .field("breaker", &self.breaker.inner.name)
             .field("probe", &self.is_probe())
             .finish()
+    }
+}
+#[cfg(all(test, not(resilient_loom)))]
+mod layout {
+    use std::mem::offset_of;
+
+    /// What a call reads of its breaker (the flags, the clock a rejection reads, the
+    /// state word, the failure streak and the open deadline) fits one 64-byte line.
+    #[test]
+    fn a_call_reads_one_cache_line_of_its_breaker() {
+        assert_eq!(align_of::<super::Inner>(), 64);
+        let hot_end = offset_of!(super::Inner, core) + super::state::Core::HOT_END;
+        assert!(hot_end <= 64, "the hot fields end at byte {hot_end}");
+        for flag in [
+            offset_of!(super::Inner, timed),
+            offset_of!(super::Inner, quiet_success),
+            offset_of!(super::Inner, plain_call),
+            offset_of!(super::Inner, observed),
+            offset_of!(super::Inner, clock),
+        ] {
+            assert!(flag < offset_of!(super::Inner, core));
+        }
     }
 }

@@ -254,14 +254,17 @@ struct Backoff {
 
 /// The shared state of one breaker.
 #[derive(Debug)]
+// In this order: a call reads `word`, a success `failures`, a rejection `open_until`
+// (the first `HOT_END` bytes).
+#[repr(C)]
 pub(crate) struct Core {
     word: AtomicU64,
     /// Consecutive failures while closed, tagged with the generation they belong to.
     failures: AtomicU64,
-    /// Consecutive probe successes while half-open, tagged likewise.
-    successes: AtomicU64,
     /// When an open circuit may let a probe through.
     open_until: AtomicU64,
+    /// Consecutive probe successes while half-open, tagged likewise.
+    successes: AtomicU64,
     /// Consecutive re-opens after failed probes (for backoff).
     reopens: AtomicU32,
     window: Option<Mutex<Window>>,
@@ -321,6 +324,11 @@ fn read_tagged(counter: &AtomicU64, generation: u64) -> u32 {
 }
 
 impl Core {
+    /// Where the fields every call may read end.
+    #[cfg(all(test, not(resilient_loom)))]
+    pub(crate) const HOT_END: usize =
+        std::mem::offset_of!(Core, open_until) + size_of::<AtomicU64>();
+
     pub(crate) fn new(config: &CircuitBreakerConfig) -> Self {
         let window = config
             .sliding_window
