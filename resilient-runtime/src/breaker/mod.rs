@@ -803,6 +803,7 @@ impl std::fmt::Debug for OwnedPermit {
             .finish()
     }
 }
+
 #[cfg(all(test, not(resilient_loom)))]
 mod layout {
     use std::mem::offset_of;
