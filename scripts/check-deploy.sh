@@ -121,6 +121,18 @@ fi
 sed -n '/^spec:/,$p' "$generated" | tail -n +2 | sed 's/^  //' >"$work/from-crd.yaml"
 promtool check rules "$work/from-crd.yaml" >/dev/null
 
+# Every runbook link points at a heading of the document it names (GitHub's anchors:
+# lower case, punctuation dropped, spaces as hyphens).
+anchors() {
+    awk '/^```/ { fenced = !fenced } !fenced && /^#/' "$1" | sed -e 's/^#* *//' |
+        tr 'A-Z' 'a-z' | sed -e 's/[^a-z0-9 _-]//g' -e 's/ /-/g'
+}
+grep -o 'runbook: [^ ]*' "$rules" | sed 's/^runbook: //' | sort -u | while IFS='#' read -r doc anchor; do
+    step "runbook $doc#$anchor"
+    [ -f "$doc" ] || fail "runbook $doc#$anchor: no file $doc"
+    anchors "$doc" | grep -qx -- "$anchor" || fail "runbook $doc#$anchor: no such heading in $doc"
+done
+
 count() { grep -c -- "$1" "$2" || true; }
 
 for overlay in "${overlays[@]}"; do
