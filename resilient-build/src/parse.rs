@@ -183,8 +183,20 @@ pub(crate) fn check_names(pool: &DescriptorPool, services: &[ServiceModel]) -> i
             ));
         }
 
+        if service.rust_name.is_empty() {
+            problems.push(format!(
+                "service {} has no Rust name: `{}` is only underscores; rename the service",
+                service.path, service.proto_name
+            ));
+        }
         let mut method_names: HashMap<&str, &str> = HashMap::new();
         for method in &service.methods {
+            if method.rust_name.is_empty() {
+                problems.push(format!(
+                    "RPC {} has no Rust name: `{}` is only underscores; rename the RPC",
+                    method.path, method.proto_name
+                ));
+            }
             if let Some(other) = method_names.insert(&method.rust_name, &method.proto_name) {
                 problems.push(format!(
                     "RPCs `{other}` and `{}` of {} both become the Rust method `{}`; rename one of them",

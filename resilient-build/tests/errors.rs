@@ -181,6 +181,23 @@ fn shared_breaker_on_an_rpc_is_rejected() {
     );
 }
 
+/// `_` is a valid proto name with no Rust name (it snake-cases to nothing): an error
+/// naming it, not a panic in the generator.
+#[test]
+fn names_made_only_of_underscores_are_rejected() {
+    let dir = TempDir::new("underscores");
+    dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n  rpc __(M) returns (M);\n}\nservice _ {\n  rpc Get(M) returns (M);\n}\nmessage M {}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    for expected in [
+        "RPC .nova.auth.v1.AuthService.__ has no Rust name: `__` is only underscores",
+        "service .nova.auth.v1._ has no Rust name: `_` is only underscores",
+    ] {
+        assert!(message.contains(expected), "{expected}\n---\n{message}");
+    }
+}
+
 #[test]
 fn clashing_method_names_are_rejected() {
     let dir = TempDir::new("clash");

@@ -81,10 +81,13 @@ pub fn is_bulkhead_rejection(status: &Status) -> bool {
 }
 
 impl Bulkhead {
-    /// At most `max_concurrent` calls at once (at least 1); a call over the limit waits up
-    /// to `max_wait` for a slot, then is rejected.
+    /// At most `max_concurrent` calls at once (at least 1, and at most what a tokio
+    /// semaphore holds); a call over the limit waits up to `max_wait` for a slot, then is
+    /// rejected.
     pub fn new(name: impl Into<Arc<str>>, max_concurrent: u32, max_wait: Duration) -> Self {
-        let max_concurrent = max_concurrent.max(1);
+        let max_concurrent = max_concurrent
+            .max(1)
+            .min(u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         Self {
             name: name.into(),
             semaphore: Arc::new(Semaphore::new(max_concurrent as usize)),

@@ -130,6 +130,15 @@ impl std::fmt::Debug for ClockSource {
     }
 }
 
+/// `t + d`, or, when that is beyond what an `Instant` can hold, about 30 years after `t`
+/// (as tokio's own timers do): a wait set far too long by a caller never panics.
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+pub(crate) fn later(t: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    t.checked_add(d)
+        .unwrap_or_else(|| t.checked_add(FAR).unwrap_or(t))
+}
+
 /// Converts a duration to nanoseconds, saturating.
 #[inline]
 pub(crate) fn nanos(d: Duration) -> u64 {
@@ -139,6 +148,21 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_too_long_for_an_instant_ends_decades_later_without_a_panic() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let far = later(now, Duration::MAX);
+        assert!(
+            far > now + Duration::from_secs(86_400 * 365 * 29),
+            "{:?}",
+            far - now
+        );
+    }
 
     #[test]
     fn system_clock_is_monotonic_and_moves() {

@@ -14,7 +14,7 @@ pub(crate) static GRPC_TIMEOUT_NAME: http::HeaderName =
 /// Parses a `grpc-timeout` value (`"2S"`, `"150m"`: at most 8 digits and a unit of
 /// H, M, S, m, u or n). `None` for anything else.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -45,6 +45,16 @@ pub fn grpc_timeout_value(timeout: Duration) -> MetadataValue<Ascii> {
 pub(crate) fn grpc_timeout_header(timeout: Duration) -> http::HeaderValue {
     http::HeaderValue::try_from(grpc_timeout_text(timeout))
         .unwrap_or_else(|_| http::HeaderValue::from_static("0n"))
+}
+
+/// Sets `request`'s `grpc-timeout` to `timeout`: `Request::set_timeout`, except that a
+/// timeout beyond the protocol's largest value (99 999 999 hours) is capped rather than
+/// a panic.
+pub(crate) fn set_request_timeout<M>(request: &mut tonic::Request<M>, timeout: Duration) {
+    request
+        .metadata_mut()
+        .as_mut()
+        .insert(GRPC_TIMEOUT_NAME.clone(), grpc_timeout_header(timeout));
 }
 
 fn grpc_timeout_text(timeout: Duration) -> String {
@@ -89,8 +99,33 @@ mod tests {
             parse_grpc_timeout("99999999n"),
             Some(Duration::from_nanos(99_999_999))
         );
-        for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S", "5 S"] {
+        for bad in [
+            "",
+            "S",
+            "5",
+            "5s",
+            "-5S",
+            "123456789S",
+            "1.5S",
+            "5 S",
+            "1é",
+            "é",
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A deadline longer than the header can say (from a huge `timeout_ms`, less what a
+    /// retry has used) is capped; tonic's `Request::set_timeout` would panic.
+    #[test]
+    fn a_request_deadline_beyond_the_protocol_is_capped() {
+        for timeout in [Duration::from_secs(u64::MAX / 1000), Duration::MAX] {
+            let mut request = tonic::Request::new(());
+            set_request_timeout(&mut request, timeout);
+            assert_eq!(
+                request_timeout(request.metadata()),
+                Some(Duration::from_secs(99_999_999 * 3600))
+            );
         }
     }
 

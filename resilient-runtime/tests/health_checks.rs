@@ -420,3 +420,36 @@ async fn every_endpoint_unhealthy_is_panic_mode_not_a_refusal() {
     }
     assert_eq!(reps[1].hits(), before, "only the serving one now");
 }
+
+/// Health checks set to "never" (`Duration::MAX` for the probe's timeout and interval)
+/// build a pool and probe it once, without a panic: the waits are capped, not added up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_durations_are_capped_not_a_panic() {
+    let (target, reps) = replicas(&[2]).await;
+    let built = tokio::time::timeout(
+        Duration::from_secs(10),
+        Pool::builder(&target)
+            .health_check(HealthCheck {
+                service: SERVICE.into(),
+                interval: Duration::MAX,
+                timeout: Duration::MAX,
+                mode: HealthMode::Check,
+            })
+            .min_re_resolve_interval(Duration::MAX)
+            .build_resolved(),
+    )
+    .await
+    .expect("built within 10 s")
+    .unwrap();
+    assert_eq!(
+        state_of(&built, reps[0].addr),
+        (EndpointState::Active, Health::Serving)
+    );
+    // the probe task is still alive after its first probe: a flip is not seen for now,
+    // as the interval says, but nothing has crashed
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        state_of(&built, reps[0].addr),
+        (EndpointState::Active, Health::Serving)
+    );
+}

@@ -54,7 +54,7 @@ where
     let (metadata, extensions, message) = request.into_parts();
     method.retry_budget().deposit();
     let started = tokio::time::Instant::now();
-    let deadline_at = started + deadline.total;
+    let deadline_at = crate::clock::later(started, deadline.total);
     let route = AttemptRoute::default();
     let mut extensions = Some(extensions);
     let mut send = |permit: OwnedPermit| {
@@ -155,7 +155,7 @@ where
                         in_flight.push(send(permit));
                         hedge_timer
                             .as_mut()
-                            .reset(tokio::time::Instant::now() + delay);
+                            .reset(crate::clock::later(tokio::time::Instant::now(), delay));
                     }
                     // The budget is spent or the circuit opened: no more hedges.
                     None => {

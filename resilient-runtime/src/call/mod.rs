@@ -309,7 +309,7 @@ fn set_timeout<M>(method: &MethodRuntime, request: &mut Request<M>, deadline: Du
             .as_mut()
             .insert(crate::deadline::GRPC_TIMEOUT_NAME.clone(), own.clone());
     } else {
-        request.set_timeout(deadline);
+        crate::deadline::set_request_timeout(request, deadline);
     }
 }
 

@@ -251,7 +251,9 @@ impl ConsulResolver {
                     self.path,
                     go_duration(self.wait)
                 ),
-                self.wait + self.wait / 16 + self.timeout,
+                self.wait
+                    .saturating_add(self.wait / 16)
+                    .saturating_add(self.timeout),
             )
         } else {
             (self.path.clone(), self.timeout)
@@ -278,7 +280,7 @@ impl ConsulResolver {
         let mut last_start: Option<Instant> = None;
         loop {
             if let Some(t) = last_start {
-                tokio::time::sleep_until(t + self.min_interval).await;
+                tokio::time::sleep_until(crate::clock::later(t, self.min_interval)).await;
             }
             last_start = Some(Instant::now());
             match self.query(index).await {

@@ -13,6 +13,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use super::http::{Call, HttpClient};
+
+/// etcd's largest lease TTL, in seconds (`MaxLeaseTTL`).
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 use super::registration::Registration;
 use super::resolve::{Backoff, Context};
 use super::target::{ETCD_PORT, parse_endpoint_list};
@@ -465,7 +468,9 @@ impl EtcdResolver {
                 }
                 Ok((mut members, revision)) => {
                     ctx.sink.report(Ok(members.values().cloned().collect()));
-                    let why = self.watch(revision + 1, &mut members, &ctx).await;
+                    let why = self
+                        .watch(revision.saturating_add(1), &mut members, &ctx)
+                        .await;
                     tracing::debug!(target = %self.target, %why, "etcd watch ended; listing again");
                     backoff.reset();
                 }
@@ -615,10 +620,14 @@ impl EtcdRegistration {
         }
     }
 
-    /// The lease's time to live (whole seconds, at least 1): how long the entry outlives a
-    /// crashed server. It is renewed every third of it. Default: 10 s.
+    /// The lease's time to live (whole seconds, from 1 to etcd's largest, 9 000 000 000):
+    /// how long the entry outlives a crashed server. It is renewed every third of it.
+    /// Default: 10 s.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl.max(Duration::from_secs(1));
+        self.ttl = ttl.clamp(
+            Duration::from_secs(1),
+            Duration::from_secs(MAX_LEASE_TTL_SECS),
+        );
         self
     }
 

@@ -125,7 +125,7 @@ where
             .await
             .is_ok()
         {
-            tokio::time::sleep_until(started + ctx.refresh.min_interval).await;
+            tokio::time::sleep_until(crate::clock::later(started, ctx.refresh.min_interval)).await;
         }
     }
 }

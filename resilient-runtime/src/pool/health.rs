@@ -282,7 +282,7 @@ mod probe {
 
         async fn check_once(&self, client: &mut HealthClient<Channel>) -> Verdict {
             let mut request = self.request();
-            request.set_timeout(self.check.timeout);
+            crate::deadline::set_request_timeout(&mut request, self.check.timeout);
             match tokio::time::timeout(self.check.timeout, client.check(request)).await {
                 Err(_) => Verdict::Failed(format!(
                     "no answer within {} ms",
@@ -305,7 +305,7 @@ mod probe {
                 let started = tokio::time::Instant::now();
                 let verdict = self.check_once(&mut client).await;
                 self.record(verdict, &mut warned);
-                tokio::time::sleep_until(started + self.check.interval).await;
+                tokio::time::sleep_until(crate::clock::later(started, self.check.interval)).await;
             }
         }
 

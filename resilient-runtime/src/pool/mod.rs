@@ -616,7 +616,7 @@ impl State {
                     .iter()
                     .any(|e| e.health.get() == Health::Pending)
             };
-            let limit = check.timeout + Duration::from_millis(200);
+            let limit = check.timeout.saturating_add(Duration::from_millis(200));
             let _ = tokio::time::timeout(limit, async {
                 while pending() {
                     if rx.changed().await.is_err() {

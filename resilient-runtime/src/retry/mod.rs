@@ -47,13 +47,15 @@ pub fn pushback(status: &Status) -> Pushback {
 pub fn backoff_cap(spec: &RetrySpec, attempt: u32) -> Duration {
     let exp = attempt.saturating_sub(1).min(30) as i32;
     let cap = spec.initial_backoff.as_secs_f64() * spec.multiplier.max(1.0).powi(exp);
-    Duration::from_secs_f64(cap.min(spec.max_backoff.as_secs_f64()).max(0.0))
+    Duration::try_from_secs_f64(cap.min(spec.max_backoff.as_secs_f64()).max(0.0))
+        .unwrap_or(spec.max_backoff)
 }
 
 /// The backoff before attempt `attempt + 1`: uniformly random in `[0, cap]` ("full
 /// jitter"), so that clients that failed together do not retry together.
 pub fn backoff(spec: &RetrySpec, attempt: u32) -> Duration {
-    backoff_cap(spec, attempt).mul_f64(fastrand::f64())
+    let cap = backoff_cap(spec, attempt);
+    Duration::try_from_secs_f64(cap.as_secs_f64() * fastrand::f64()).unwrap_or(cap)
 }
 
 #[cfg(test)]
@@ -82,6 +84,17 @@ mod tests {
         let draws: Vec<Duration> = (0..500).map(|_| backoff(&spec, 4)).collect();
         assert!(draws.iter().any(|d| *d < Duration::from_millis(10)));
         assert!(draws.iter().any(|d| *d > Duration::from_millis(60)));
+    }
+
+    #[test]
+    fn a_backoff_of_the_largest_duration_is_capped_not_a_panic() {
+        let spec = RetrySpec {
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..RetrySpec::DEFAULT
+        };
+        assert_eq!(backoff_cap(&spec, 1), Duration::MAX);
+        assert!(backoff(&spec, 3) <= Duration::MAX);
     }
 
     #[test]

@@ -633,3 +633,21 @@ async fn a_request_too_large_to_send_is_not_retried() {
         .sum();
     assert_eq!(total, 0, "no replica saw the request");
 }
+
+/// A timeout longer than `grpc-timeout` can carry (an operator's "never") is sent capped
+/// at the protocol's largest value; tonic's own `set_timeout` would panic on it.
+#[tokio::test]
+async fn a_timeout_beyond_what_the_header_can_carry_is_capped() {
+    let (flaky, channel) = server().await;
+    let c = client(
+        channel,
+        &format!("{RETRY_FAST}timeout_ms = 18446744073709551615\n"),
+    );
+    let reply = c
+        .lookup(req("never", |r| r.fail_times = 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.hits, 2, "one failure, then a retry that succeeded");
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 2);
+}
