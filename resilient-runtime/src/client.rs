@@ -381,6 +381,10 @@ impl ServiceRuntime {
     }
 
     /// The RPC at `index` in the spec's order. Generated code passes only valid indices.
+    ///
+    /// # Panics
+    ///
+    /// When `index` is not below the number of RPCs in the spec, as slice indexing does.
     #[inline]
     pub fn method(&self, index: usize) -> &MethodRuntime {
         &self.methods[index]

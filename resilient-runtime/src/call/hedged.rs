@@ -37,139 +37,144 @@ enum Event<T> {
     Deadline,
 }
 
-/// Runs a hedged call. `keep_message` keeps the request message for a fallback.
-pub(super) async fn hedged<M, T, C, CF>(
+/// Runs a hedged call.
+///
+/// Not an `async fn`, for the same reason as `attempts`: the future holds the request's
+/// parts only.
+pub(super) fn hedged<M, T, C, CF>(
     method: &MethodRuntime,
     hedging: &Hedging,
     request: Request<M>,
     mut call: C,
-) -> Result<(Response<T>, OwnedPermit), Ended<M>>
+) -> impl Future<Output = Result<(Response<T>, OwnedPermit), Ended<M>>>
 where
     M: Clone,
     C: FnMut(Request<M>) -> CF,
     CF: Future<Output = Result<Response<T>, Status>>,
 {
-    let breaker = method.breaker();
-    let deadline = Deadline::for_call(method, request.metadata())?;
     let (metadata, extensions, message) = request.into_parts();
-    method.retry_budget().deposit();
-    let started = tokio::time::Instant::now();
-    let deadline_at = crate::clock::later(started, deadline.total);
-    let route = AttemptRoute::default();
-    let mut extensions = Some(extensions);
-    let mut send = |permit: OwnedPermit| {
-        let mut req = Request::from_parts(
-            metadata.clone(),
-            extensions.take().unwrap_or_else(Extensions::new),
-            message.clone(),
-        );
-        let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
-        super::set_timeout(method, &mut req, left);
-        req.extensions_mut().insert(route.clone());
-        Attempt {
-            response: Box::pin(call(req)),
-            permit,
-            sent: Instant::now(),
-        }
-    };
+    async move {
+        let breaker = method.breaker();
+        let deadline = Deadline::for_call(method, &metadata)?;
+        method.retry_budget().deposit();
+        let started = tokio::time::Instant::now();
+        let deadline_at = crate::clock::later(started, deadline.total);
+        let route = AttemptRoute::default();
+        let mut extensions = Some(extensions);
+        let mut send = |permit: OwnedPermit| {
+            let mut req = Request::from_parts(
+                metadata.clone(),
+                extensions.take().unwrap_or_else(Extensions::new),
+                message.clone(),
+            );
+            let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
+            super::set_timeout(method, &mut req, left);
+            req.extensions_mut().insert(route.clone());
+            Attempt {
+                response: Box::pin(call(req)),
+                permit,
+                sent: Instant::now(),
+            }
+        };
 
-    let first = match breaker.try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(open) => return Err(Ended::Open(open_cause(breaker, open), message)),
-    };
-    let max_attempts = hedging.spec().max_attempts;
-    let mut in_flight = vec![send(first)];
-    let mut sent = 1u32;
-    let mut hedging_on = true;
-    let hedge_timer = tokio::time::sleep(hedging.delay());
-    let deadline_timer = tokio::time::sleep_until(deadline_at);
-    tokio::pin!(hedge_timer, deadline_timer);
-    let mut last_failure: Option<Status> = None;
+        let first = match breaker.try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(open) => return Err(Ended::Open(open_cause(breaker, open), message)),
+        };
+        let max_attempts = hedging.spec().max_attempts;
+        let mut in_flight = vec![send(first)];
+        let mut sent = 1u32;
+        let mut hedging_on = true;
+        let hedge_timer = tokio::time::sleep(hedging.delay());
+        let deadline_timer = tokio::time::sleep_until(deadline_at);
+        tokio::pin!(hedge_timer, deadline_timer);
+        let mut last_failure: Option<Status> = None;
 
-    loop {
-        let event = std::future::poll_fn(|cx| {
-            for (i, attempt) in in_flight.iter_mut().enumerate() {
-                if let Poll::Ready(result) = attempt.response.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Answered(i, result));
-                }
-            }
-            if hedging_on && sent < max_attempts && hedge_timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Hedge);
-            }
-            if deadline_timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Deadline);
-            }
-            Poll::Pending
-        })
-        .await;
-        match event {
-            Event::Answered(i, Ok(response)) => {
-                let attempt = in_flight.swap_remove(i);
-                hedging.record(attempt.sent.elapsed());
-                return Ok((response, attempt.permit));
-            }
-            Event::Answered(i, Err(status)) if !is_client_timeout(&status) => {
-                let attempt = in_flight.swap_remove(i);
-                let outcome =
-                    record_status(method, attempt.permit, &status, deadline.set_by_caller);
-                let non_fatal = hedging.non_fatal().contains(status.code())
-                    && !crate::is_circuit_open(&status)
-                    && !crate::is_local_reset(&status);
-                if !non_fatal {
-                    // A definite answer: the attempts still in flight are cancelled.
-                    return Err(Ended::after(status, outcome, Some(message)));
-                }
-                last_failure = Some(status);
-                if hedging_on && sent < max_attempts {
-                    // Send the next hedge now rather than after the delay.
-                    hedge_timer.as_mut().reset(tokio::time::Instant::now());
-                } else if in_flight.is_empty() {
-                    break;
-                }
-            }
-            // tonic's own deadline (the grpc-timeout it was given) fired for this one.
-            Event::Answered(..) | Event::Deadline => {
-                // One timeout for the call, whichever attempt carries it.
-                let mut attempts = in_flight.drain(..);
-                if let Some(first) = attempts.next() {
-                    record_timeout(method, first.permit, deadline.set_by_caller);
-                }
-                for other in attempts {
-                    other.permit.record(Outcome::Ignored);
-                }
-                let cause = timeout_cause(breaker, deadline.total);
-                return Err(Ended::Timeout(cause, Some(message)));
-            }
-            Event::Hedge => {
-                let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
-                let permit = if left.is_zero() || !method.retry_budget().try_withdraw() {
-                    None
-                } else {
-                    breaker.try_acquire_owned().ok()
-                };
-                match permit {
-                    Some(permit) => {
-                        sent += 1;
-                        let delay = hedging.delay();
-                        breaker.notify_hedge(sent, delay);
-                        in_flight.push(send(permit));
-                        hedge_timer
-                            .as_mut()
-                            .reset(crate::clock::later(tokio::time::Instant::now(), delay));
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                for (i, attempt) in in_flight.iter_mut().enumerate() {
+                    if let Poll::Ready(result) = attempt.response.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Answered(i, result));
                     }
-                    // The budget is spent or the circuit opened: no more hedges.
-                    None => {
-                        hedging_on = false;
-                        if in_flight.is_empty() {
-                            break;
+                }
+                if hedging_on && sent < max_attempts && hedge_timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Hedge);
+                }
+                if deadline_timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Deadline);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Answered(i, Ok(response)) => {
+                    let attempt = in_flight.swap_remove(i);
+                    hedging.record(attempt.sent.elapsed());
+                    return Ok((response, attempt.permit));
+                }
+                Event::Answered(i, Err(status)) if !is_client_timeout(&status) => {
+                    let attempt = in_flight.swap_remove(i);
+                    let outcome =
+                        record_status(method, attempt.permit, &status, deadline.set_by_caller);
+                    let non_fatal = hedging.non_fatal().contains(status.code())
+                        && !crate::is_circuit_open(&status)
+                        && !crate::is_local_reset(&status);
+                    if !non_fatal {
+                        // A definite answer: the attempts still in flight are cancelled.
+                        return Err(Ended::after(status, outcome, Some(message)));
+                    }
+                    last_failure = Some(status);
+                    if hedging_on && sent < max_attempts {
+                        // Send the next hedge now rather than after the delay.
+                        hedge_timer.as_mut().reset(tokio::time::Instant::now());
+                    } else if in_flight.is_empty() {
+                        break;
+                    }
+                }
+                // tonic's own deadline (the grpc-timeout it was given) fired for this one.
+                Event::Answered(..) | Event::Deadline => {
+                    // One timeout for the call, whichever attempt carries it.
+                    let mut attempts = in_flight.drain(..);
+                    if let Some(first) = attempts.next() {
+                        record_timeout(method, first.permit, deadline.set_by_caller);
+                    }
+                    for other in attempts {
+                        other.permit.record(Outcome::Ignored);
+                    }
+                    let cause = timeout_cause(breaker, deadline.total);
+                    return Err(Ended::Timeout(cause, Some(message)));
+                }
+                Event::Hedge => {
+                    let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
+                    let permit = if left.is_zero() || !method.retry_budget().try_withdraw() {
+                        None
+                    } else {
+                        breaker.try_acquire_owned().ok()
+                    };
+                    match permit {
+                        Some(permit) => {
+                            sent += 1;
+                            let delay = hedging.delay();
+                            breaker.notify_hedge(sent, delay);
+                            in_flight.push(send(permit));
+                            hedge_timer
+                                .as_mut()
+                                .reset(crate::clock::later(tokio::time::Instant::now(), delay));
+                        }
+                        // The budget is spent or the circuit opened: no more hedges.
+                        None => {
+                            hedging_on = false;
+                            if in_flight.is_empty() {
+                                break;
+                            }
                         }
                     }
                 }
             }
         }
+        // Every attempt failed with a non-fatal code and no hedge is left.
+        let status = last_failure.unwrap_or_else(|| Status::unavailable("no attempt was made"));
+        let outcome = method.classifier().classify_status(&status);
+        Err(Ended::after(status, outcome, Some(message)))
     }
-    // Every attempt failed with a non-fatal code and no hedge is left.
-    let status = last_failure.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-    let outcome = method.classifier().classify_status(&status);
-    Err(Ended::after(status, outcome, Some(message)))
 }

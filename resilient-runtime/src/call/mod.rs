@@ -160,97 +160,102 @@ enum Ended<M> {
 }
 
 /// Runs the attempts of a call whose request message can be sent again.
-async fn attempts<M, T, C, CF>(
+///
+/// Not an `async fn`: the request is split before the future is made, so that the future
+/// holds its parts only, not the request beside them.
+fn attempts<M, T, C, CF>(
     method: &MethodRuntime,
     request: Request<M>,
     keep_message: bool,
     headers_only: bool,
     mut call: C,
-) -> Result<(Response<T>, OwnedPermit), Ended<M>>
+) -> impl Future<Output = Result<(Response<T>, OwnedPermit), Ended<M>>>
 where
     M: Clone,
     C: FnMut(Request<M>) -> CF,
     CF: Future<Output = Result<Response<T>, Status>>,
 {
-    let breaker = method.breaker();
-    let deadline = Deadline::for_call(method, request.metadata())?;
-    let retry = method.retry();
     let (metadata, extensions, message) = request.into_parts();
-    if retry.is_some() {
-        method.retry_budget().deposit();
-    }
-    // Without retries the only attempt gets the whole deadline: no clock read needed.
-    let started = retry.is_some().then(Instant::now);
-    let max_attempts = retry.map_or(1, |r| r.max_attempts);
-    let mut message = Some(message);
-    let mut metadata = Some(metadata);
-    let mut extensions = Some(extensions);
-    // Which endpoints the attempts went to, so that a pool sends a retry elsewhere.
-    let route = (max_attempts > 1).then(AttemptRoute::default);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let permit = match breaker.try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(open) => {
-                let cause = open_cause(breaker, open);
-                return Err(Ended::Open(cause, message.take().expect("kept")));
-            }
-        };
-        let left = started.map_or(deadline.total, |s| {
-            deadline.total.saturating_sub(s.elapsed())
-        });
-        let attempt_deadline = retry
-            .and_then(|r| r.attempt_timeout)
-            .map_or(left, |t| t.min(left));
-        // the last attempt, or the deadline's own end, is where the caller's budget binds
-        let binding = attempt_deadline == left;
-        let may_retry = attempt < max_attempts;
-        let mut req = Request::from_parts(
-            for_attempt(&mut metadata, may_retry),
-            extensions.take().unwrap_or_else(Extensions::new),
-            for_attempt(&mut message, may_retry || keep_message),
-        );
-        if !headers_only {
-            set_timeout(method, &mut req, attempt_deadline);
+    async move {
+        let breaker = method.breaker();
+        let deadline = Deadline::for_call(method, &metadata)?;
+        let retry = method.retry();
+        if retry.is_some() {
+            method.retry_budget().deposit();
         }
-        if let Some(route) = &route {
-            req.extensions_mut().insert(route.clone());
-        }
-        let status = match tokio::time::timeout(attempt_deadline, call(req)).await {
-            Ok(Ok(response)) => return Ok((response, permit)),
-            Ok(Err(status)) if !is_client_timeout(&status) => status,
-            _elapsed => {
-                record_timeout(method, permit, binding && deadline.set_by_caller);
-                let code_retryable =
-                    retry.is_some_and(|r| r.retryable.contains(Code::DeadlineExceeded));
-                if !binding
-                    && may_retry
-                    && code_retryable
-                    && let Some(wait) = retry_wait(method, attempt, None, started, deadline)
-                {
-                    breaker.notify_retry(attempt, wait);
-                    tokio::time::sleep(wait).await;
-                    continue;
+        // Without retries the only attempt gets the whole deadline: no clock read needed.
+        let started = retry.is_some().then(Instant::now);
+        let max_attempts = retry.map_or(1, |r| r.max_attempts);
+        let mut message = Some(message);
+        let mut metadata = Some(metadata);
+        let mut extensions = Some(extensions);
+        // Which endpoints the attempts went to, so that a pool sends a retry elsewhere.
+        let route = (max_attempts > 1).then(AttemptRoute::default);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let permit = match breaker.try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(open) => {
+                    let cause = open_cause(breaker, open);
+                    return Err(Ended::Open(cause, message.take().expect("kept")));
                 }
-                let cause = timeout_cause(breaker, deadline.total);
-                return Err(Ended::Timeout(cause, message.take()));
+            };
+            let left = started.map_or(deadline.total, |s| {
+                deadline.total.saturating_sub(s.elapsed())
+            });
+            let attempt_deadline = retry
+                .and_then(|r| r.attempt_timeout)
+                .map_or(left, |t| t.min(left));
+            // the last attempt, or the deadline's own end, is where the caller's budget binds
+            let binding = attempt_deadline == left;
+            let may_retry = attempt < max_attempts;
+            let mut req = Request::from_parts(
+                for_attempt(&mut metadata, may_retry),
+                extensions.take().unwrap_or_else(Extensions::new),
+                for_attempt(&mut message, may_retry || keep_message),
+            );
+            if !headers_only {
+                set_timeout(method, &mut req, attempt_deadline);
             }
-        };
-        let outcome = record_status(method, permit, &status, binding && deadline.set_by_caller);
-        // an open circuit, or a request too large to send, fails the same way again
-        let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
-            && !crate::is_circuit_open(&status)
-            && !crate::is_local_reset(&status);
-        if may_retry
-            && retryable
-            && let Some(wait) = retry_wait(method, attempt, Some(&status), started, deadline)
-        {
-            breaker.notify_retry(attempt, wait);
-            tokio::time::sleep(wait).await;
-            continue;
+            if let Some(route) = &route {
+                req.extensions_mut().insert(route.clone());
+            }
+            let status = match tokio::time::timeout(attempt_deadline, call(req)).await {
+                Ok(Ok(response)) => return Ok((response, permit)),
+                Ok(Err(status)) if !is_client_timeout(&status) => status,
+                _elapsed => {
+                    record_timeout(method, permit, binding && deadline.set_by_caller);
+                    let code_retryable =
+                        retry.is_some_and(|r| r.retryable.contains(Code::DeadlineExceeded));
+                    if !binding
+                        && may_retry
+                        && code_retryable
+                        && let Some(wait) = retry_wait(method, attempt, None, started, deadline)
+                    {
+                        breaker.notify_retry(attempt, wait);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    let cause = timeout_cause(breaker, deadline.total);
+                    return Err(Ended::Timeout(cause, message.take()));
+                }
+            };
+            let outcome = record_status(method, permit, &status, binding && deadline.set_by_caller);
+            // an open circuit, or a request too large to send, fails the same way again
+            let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
+                && !crate::is_circuit_open(&status)
+                && !crate::is_local_reset(&status);
+            if may_retry
+                && retryable
+                && let Some(wait) = retry_wait(method, attempt, Some(&status), started, deadline)
+            {
+                breaker.notify_retry(attempt, wait);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(Ended::after(status, outcome, message.take()));
         }
-        return Err(Ended::after(status, outcome, message.take()));
     }
 }
 
