@@ -70,10 +70,10 @@ impl<T, E> Classifier<T, E> for ErrorIsFailure {
     }
 }
 
-#[cfg(feature = "discovery")]
-pub(crate) use grpc::caused_by_local_reset;
 #[cfg(feature = "grpc")]
 pub use grpc::{GrpcClassifier, is_client_timeout, is_local_reset};
+#[cfg(feature = "discovery")]
+pub(crate) use grpc::{caused_by_local_reset, in_chain};
 
 #[cfg(feature = "grpc")]
 mod grpc {
@@ -136,15 +136,10 @@ mod grpc {
         if status.code() != Code::Cancelled {
             return false;
         }
-        let mut source: Option<&(dyn std::error::Error + 'static)> =
-            std::error::Error::source(status);
-        while let Some(err) = source {
-            if err.is::<tonic::TimeoutExpired>() {
-                return true;
-            }
-            source = err.source();
-        }
-        status.message() == "Timeout expired"
+        std::error::Error::source(status)
+            .and_then(in_chain::<tonic::TimeoutExpired>)
+            .is_some()
+            || status.message() == "Timeout expired"
     }
 
     /// True when `status` is an HTTP/2 stream that this client reset itself, which tonic
@@ -162,14 +157,22 @@ mod grpc {
     /// True when `error`, or an error behind it, is an HTTP/2 stream reset by this side
     /// (not by the peer, not by HTTP/2 on a protocol error).
     pub(crate) fn caused_by_local_reset(error: &(dyn std::error::Error + 'static)) -> bool {
+        in_chain::<h2::Error>(error)
+            .is_some_and(|h2| h2.is_reset() && !h2.is_remote() && !h2.is_library())
+    }
+
+    /// The first error of type `E` among `error` and the errors behind it.
+    pub(crate) fn in_chain<'a, E: std::error::Error + 'static>(
+        error: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a E> {
         let mut source = Some(error);
         while let Some(err) = source {
-            if let Some(h2) = err.downcast_ref::<h2::Error>() {
-                return h2.is_reset() && !h2.is_remote() && !h2.is_library();
+            if let Some(found) = err.downcast_ref::<E>() {
+                return Some(found);
             }
             source = err.source();
         }
-        false
+        None
     }
 }
 

@@ -47,14 +47,14 @@ pub(crate) fn grpc_timeout_header(timeout: Duration) -> http::HeaderValue {
         .unwrap_or_else(|_| http::HeaderValue::from_static("0n"))
 }
 
-/// Sets `request`'s `grpc-timeout` to `timeout`: `Request::set_timeout`, except that a
-/// timeout beyond the protocol's largest value (99 999 999 hours) is capped rather than
-/// a panic.
-pub(crate) fn set_request_timeout<M>(request: &mut tonic::Request<M>, timeout: Duration) {
+/// Sets `request`'s `grpc-timeout` header to `value`, replacing any. With
+/// [`grpc_timeout_header`], this is `Request::set_timeout`, except that a timeout beyond
+/// the protocol's largest value (99 999 999 hours) is capped rather than a panic.
+pub(crate) fn set_grpc_timeout<M>(request: &mut tonic::Request<M>, value: http::HeaderValue) {
     request
         .metadata_mut()
         .as_mut()
-        .insert(GRPC_TIMEOUT_NAME.clone(), grpc_timeout_header(timeout));
+        .insert(GRPC_TIMEOUT_NAME.clone(), value);
 }
 
 fn grpc_timeout_text(timeout: Duration) -> String {
@@ -121,7 +121,7 @@ mod tests {
     fn a_request_deadline_beyond_the_protocol_is_capped() {
         for timeout in [Duration::from_secs(u64::MAX / 1000), Duration::MAX] {
             let mut request = tonic::Request::new(());
-            set_request_timeout(&mut request, timeout);
+            set_grpc_timeout(&mut request, grpc_timeout_header(timeout));
             assert_eq!(
                 request_timeout(request.metadata()),
                 Some(Duration::from_secs(99_999_999 * 3600))

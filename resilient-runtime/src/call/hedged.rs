@@ -117,8 +117,7 @@ where
                     let outcome =
                         record_status(method, attempt.permit, &status, deadline.set_by_caller);
                     let non_fatal = hedging.non_fatal().contains(status.code())
-                        && !crate::is_circuit_open(&status)
-                        && !crate::is_local_reset(&status);
+                        && super::another_attempt_may_differ(&status);
                     if !non_fatal {
                         // A definite answer: the attempts still in flight are cancelled.
                         return Err(Ended::after(status, outcome, Some(message)));

@@ -242,10 +242,8 @@ where
                 }
             };
             let outcome = record_status(method, permit, &status, binding && deadline.set_by_caller);
-            // an open circuit, or a request too large to send, fails the same way again
             let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
-                && !crate::is_circuit_open(&status)
-                && !crate::is_local_reset(&status);
+                && another_attempt_may_differ(&status);
             if may_retry
                 && retryable
                 && let Some(wait) = retry_wait(method, attempt, Some(&status), started, deadline)
@@ -301,6 +299,12 @@ fn record_timeout(method: &MethodRuntime, permit: OwnedPermit, callers_budget: b
     }
 }
 
+/// False when another attempt would fail the same way, whatever its code: the circuit is
+/// open, or the request could not be sent (too large, or failing to encode).
+fn another_attempt_may_differ(status: &Status) -> bool {
+    !crate::is_circuit_open(status) && !crate::is_local_reset(status)
+}
+
 /// Sends `deadline` as the request's `grpc-timeout`, unless the RPC does not propagate
 /// its deadline; the RPC's own deadline, the usual case, uses the header value formatted
 /// when the client was built.
@@ -308,14 +312,12 @@ fn set_timeout<M>(method: &MethodRuntime, request: &mut Request<M>, deadline: Du
     let Some(own) = method.timeout_header() else {
         return;
     };
-    if deadline == method.timeout() {
-        request
-            .metadata_mut()
-            .as_mut()
-            .insert(crate::deadline::GRPC_TIMEOUT_NAME.clone(), own.clone());
+    let value = if deadline == method.timeout() {
+        own.clone()
     } else {
-        crate::deadline::set_request_timeout(request, deadline);
-    }
+        crate::deadline::grpc_timeout_header(deadline)
+    };
+    crate::deadline::set_grpc_timeout(request, value);
 }
 
 /// How long to wait before retrying, or `None` when the call must not be retried:

@@ -13,13 +13,13 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use super::http::{Call, HttpClient};
-
-/// etcd's largest lease TTL, in seconds (`MaxLeaseTTL`).
-const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 use super::registration::Registration;
 use super::resolve::{Backoff, Context};
 use super::target::{ETCD_PORT, parse_endpoint_list};
 use super::{Address, DiscoveryError, ErrorKind, EtcdTarget, Secret, Target};
+
+/// etcd's largest lease TTL, in seconds (`MaxLeaseTTL`).
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 
 /// The environment variable listing etcd endpoints (`http://10.0.0.7:2379,...`;
 /// `127.0.0.1:2379` when unset).

@@ -6,10 +6,11 @@ use std::time::Duration;
 /// When an endpoint is taken out of rotation.
 ///
 /// An endpoint that fails `consecutive_failures` calls in a row (connection failures,
-/// transport errors other than a stream this client reset itself, `UNAVAILABLE`) is ejected for `base_time × n`, where n counts its
-/// ejections (at most `max_time`). Back in rotation it is on probation: one more
-/// failure ejects it again, for longer. Once it has answered well for a whole
-/// `base_time` after coming back, its count returns to zero.
+/// transport errors other than a stream this client reset itself, `UNAVAILABLE`) is
+/// ejected for `base_time × n`, where n counts its ejections (at most `max_time`). Back
+/// in rotation it is on probation: one more failure ejects it again, for longer. Once it
+/// has answered well for a whole `base_time` after coming back, its count returns to
+/// zero.
 ///
 /// At most `max_ejected_percent` of the endpoints are ejected at once (at least one is
 /// always allowed). If every endpoint is ejected, the pool uses them all (panic mode):

@@ -282,7 +282,10 @@ mod probe {
 
         async fn check_once(&self, client: &mut HealthClient<Channel>) -> Verdict {
             let mut request = self.request();
-            crate::deadline::set_request_timeout(&mut request, self.check.timeout);
+            crate::deadline::set_grpc_timeout(
+                &mut request,
+                crate::deadline::grpc_timeout_header(self.check.timeout),
+            );
             match tokio::time::timeout(self.check.timeout, client.check(request)).await {
                 Err(_) => Verdict::Failed(format!(
                     "no answer within {} ms",

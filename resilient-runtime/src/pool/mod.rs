@@ -948,14 +948,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    crate::classify::in_chain::<tonic::TimeoutExpired>(error).is_some()
 }
 
 async fn send(
