@@ -301,7 +301,7 @@ impl Builder {
         let types = TypeResolver::new(&self.extern_paths)?;
         let mut services = parse::parse_services(pool, &types, display);
         if self.build_client {
-            parse::check_names(pool, &services)?;
+            parse::check_names(pool, &services, self.build_server)?;
         }
         policy::resolve(&mut services, &self.policies)?;
         Ok(services)
@@ -598,6 +598,12 @@ fn compile_error(error: &protox::Error, includes: &[PathBuf], proto: &Path) -> i
     }
     if let Some(hint) = option_field_hint(&text) {
         text = format!("{text}; {hint}");
+    }
+    if text.contains("found 'edition'") {
+        text = format!(
+            "{text}; protobuf editions are not supported by the proto parser (protox): \
+             write the file with `syntax = \"proto3\";` or `syntax = \"proto2\";`"
+        );
     }
     invalid_input(format!(
         "failed to compile protos: {}",

@@ -239,13 +239,25 @@
 //! threshold or duration, `max_attempts` outside 1 to 10, a `backoff_multiplier` below 1,
 //! an unknown status code with the nearest real one, `hedge_max_attempts` outside 1 to 5,
 //! a `hedge_percentile` outside 0.5 to 0.999, RPCs that share a bulkhead but size it
-//! differently), hedging and retries on one RPC, `shared_breaker` on an RPC, or RPC names
-//! that would clash in Rust. A build script whose `main` returns the error shows its
+//! differently), hedging and retries on one RPC, `shared_breaker` on an RPC, or names
+//! that would not compile (these start with the proto's `path:line`): two RPCs or services
+//! with one Rust name, an RPC named like a method the clients define (`connect`, `new`,
+//! `with_fallback`...), a message whose nested-types module is named like a generated
+//! one, or `BoolValue` and the other wrappers that prost makes Rust primitives as an RPC's
+//! request or response. A build script whose `main` returns the error shows its
 //! message as written (quotes unescaped, one problem per line), not as an escaped string:
 //!
 //! ```text
 //! Error: Custom { kind: InvalidInput, error: no service or method matches ".nova.auth.v1.AuthServic"; did you mean ".nova.auth.v1.AuthService"? }
 //! ```
+//!
+//! # Names
+//!
+//! RPCs keep tonic's Rust names (`Type` is `r#type`, `Self` is `self_`). The generated
+//! client calls tonic's and the fallback's methods by their full path, so an RPC named
+//! like a std trait method (`Clone`, `Drop`, `AsRef`, `Into`) still reaches its own. As
+//! for any Rust type, a method taking `&self` is found after `Into::into(self)`: call
+//! such an RPC as `FooResilientClient::into(&client, request)`.
 //!
 //! # Rebuilds
 //!

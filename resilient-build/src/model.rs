@@ -18,6 +18,8 @@ pub(crate) struct ServiceModel {
     pub(crate) rust_name: String,
     /// The proto file that declares the service, as shown to the user.
     pub(crate) file: String,
+    /// The 1-based line of its declaration in `file`.
+    pub(crate) line: u32,
     /// Leading and trailing proto comments, one entry per line, unprocessed.
     pub(crate) comments: Vec<String>,
     /// `option deprecated = true;` on the service.
@@ -37,6 +39,8 @@ pub(crate) struct MethodModel {
     pub(crate) path: String,
     /// Name as written in the proto file: `ValidateToken`.
     pub(crate) proto_name: String,
+    /// The 1-based line of its declaration in the service's file.
+    pub(crate) line: u32,
     /// Method name as tonic spells it: `validate_token`, `r#type`.
     pub(crate) rust_name: String,
     /// Which side streams.

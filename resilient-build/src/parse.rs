@@ -7,7 +7,7 @@ use std::time::Duration;
 use heck::{ToSnakeCase, ToUpperCamelCase};
 use prost_types::method_options::IdempotencyLevel;
 use protox::prost_reflect::{
-    DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, Value,
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, MessageDescriptor, Value,
 };
 
 use crate::error::invalid_input;
@@ -33,22 +33,30 @@ const IDEMPOTENCY_LEVEL: i32 = 34;
 /// Methods of tonic's generated client and of ours: an RPC with one of these Rust names
 /// would clash with them.
 const RESERVED_METHODS: &[(&str, &str)] = &[
-    ("new", "both clients"),
-    ("connect", "both clients"),
-    ("with_origin", "tonic's client"),
-    ("with_interceptor", "tonic's client"),
-    ("send_compressed", "tonic's client"),
-    ("accept_compressed", "tonic's client"),
-    ("max_decoding_message_size", "tonic's client"),
-    ("max_encoding_message_size", "tonic's client"),
-    ("try_new", "the resilient client"),
-    ("with_fallback", "the resilient client"),
-    ("breaker", "the resilient client"),
-    ("runtime", "the resilient client"),
-    ("spec", "the resilient client"),
-    ("inner", "the resilient client"),
-    ("into_inner", "the resilient client"),
-    ("with_runtime", "the resilient client"),
+    ("new", "both clients already define"),
+    ("connect", "both clients already define"),
+    ("with_origin", "tonic's client already defines"),
+    ("with_interceptor", "tonic's client already defines"),
+    ("send_compressed", "tonic's client already defines"),
+    ("accept_compressed", "tonic's client already defines"),
+    (
+        "max_decoding_message_size",
+        "tonic's client already defines",
+    ),
+    (
+        "max_encoding_message_size",
+        "tonic's client already defines",
+    ),
+    ("try_new", "the resilient client already defines"),
+    ("with_fallback", "the resilient client already defines"),
+    ("breaker", "the resilient client already defines"),
+    ("runtime", "the resilient client already defines"),
+    ("spec", "the resilient client already defines"),
+    ("inner", "the resilient client already defines"),
+    ("into_inner", "the resilient client already defines"),
+    ("with_runtime", "the resilient client already defines"),
+    ("from_config", "the resilient client already defines"),
+    ("map_inner", "the resilient client already defines"),
 ];
 
 /// Builds the model of every service in `pool`, except those of the embedded options file.
@@ -115,6 +123,7 @@ pub(crate) fn parse_services(
                     MethodModel {
                         path: format!("{service_path}.{}", method.name()),
                         proto_name: method.name().to_owned(),
+                        line: line_of(&file, method.path()).unwrap_or(1),
                         rust_name: to_snake(method.name()),
                         kind: RpcKind::from_streaming(
                             method.is_client_streaming(),
@@ -138,6 +147,7 @@ pub(crate) fn parse_services(
                 proto_name: service.name().to_owned(),
                 rust_name: to_upper_camel(service.name()),
                 file: shown.clone(),
+                line: line_of(&file, service.path()).unwrap_or(1),
                 comments: comments_at(&file, service.path()),
                 deprecated: service_proto
                     .options
@@ -152,54 +162,76 @@ pub(crate) fn parse_services(
     services
 }
 
-/// Rejects protos whose generated Rust names would clash, before rustc does it less clearly.
-pub(crate) fn check_names(pool: &DescriptorPool, services: &[ServiceModel]) -> io::Result<()> {
+/// prost-build's Rust types for the wrapper types that tonic cannot name as an RPC's
+/// input or output (it writes `super::bool`).
+const PRIMITIVE_WRAPPERS: &[(&str, &str)] = &[
+    ("google.protobuf.BoolValue", "bool"),
+    ("google.protobuf.DoubleValue", "f64"),
+    ("google.protobuf.FloatValue", "f32"),
+    ("google.protobuf.Int32Value", "i32"),
+    ("google.protobuf.Int64Value", "i64"),
+    ("google.protobuf.UInt32Value", "u32"),
+    ("google.protobuf.UInt64Value", "u64"),
+];
+
+/// Rejects protos whose generated Rust names would clash, or that tonic's code could not
+/// compile, before rustc says it less clearly. Each problem starts with the proto file
+/// and line of the service or RPC.
+pub(crate) fn check_names(
+    pool: &DescriptorPool,
+    services: &[ServiceModel],
+    build_server: bool,
+) -> io::Result<()> {
     let mut problems = Vec::new();
-    let mut service_names: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut service_names: HashMap<(&str, &str), &ServiceModel> = HashMap::new();
     for service in services {
-        if let Some(other) =
-            service_names.insert((&service.package, &service.rust_name), &service.path)
-        {
+        let here = format!("{}:{}", service.file, service.line);
+        if let Some(other) = service_names.insert((&service.package, &service.rust_name), service) {
             problems.push(format!(
-                "services {other} and {} both become the Rust type `{}`; rename one of them",
-                service.path, service.rust_name
+                "{here}: services {} ({}:{}) and {} both become the Rust type `{}`; rename one of them",
+                other.path, other.file, other.line, service.path, service.rust_name
             ));
         }
-        let module = module_name(service);
-        let clash = pool.all_messages().find(|message| {
-            message.package_name() == service.package
-                && message.parent_message().is_none()
-                && to_snake(message.name()) == module
-                && (message.child_messages().len() > 0
-                    || message.child_enums().len() > 0
-                    || message.oneofs().any(|oneof| !oneof.is_synthetic()))
-        });
-        if let Some(message) = clash {
-            problems.push(format!(
-                "the resilient module `{module}` of {} clashes with the module prost generates \
-                 for the nested types of message .{}; rename the message or the service",
-                service.path,
-                message.full_name()
+        let mut modules = vec![
+            (module_name(service), "the resilient module"),
+            (client_module_name(service), "tonic's client module"),
+        ];
+        if build_server {
+            modules.push((
+                format!("{}_server", naive_snake_case(&service.rust_name)),
+                "tonic's server module",
             ));
+        }
+        for (module, what) in modules {
+            if let Some(message) = nested_types_module(pool, &service.package, &module) {
+                problems.push(format!(
+                    "{here}: {what} `{module}` of {} clashes with the module prost generates \
+                     for the nested types of message .{}; rename the message or the service",
+                    service.path,
+                    message.full_name()
+                ));
+            }
         }
 
         if service.rust_name.is_empty() {
             problems.push(format!(
-                "service {} has no Rust name: `{}` is only underscores; rename the service",
+                "{here}: service {} has no Rust name: `{}` is only underscores; rename the service",
                 service.path, service.proto_name
             ));
         }
+        let descriptor = pool.get_service_by_name(service.path.trim_start_matches('.'));
         let mut method_names: HashMap<&str, &str> = HashMap::new();
-        for method in &service.methods {
+        for (index, method) in service.methods.iter().enumerate() {
+            let here = format!("{}:{}", service.file, method.line);
             if method.rust_name.is_empty() {
                 problems.push(format!(
-                    "RPC {} has no Rust name: `{}` is only underscores; rename the RPC",
+                    "{here}: RPC {} has no Rust name: `{}` is only underscores; rename the RPC",
                     method.path, method.proto_name
                 ));
             }
             if let Some(other) = method_names.insert(&method.rust_name, &method.proto_name) {
                 problems.push(format!(
-                    "RPCs `{other}` and `{}` of {} both become the Rust method `{}`; rename one of them",
+                    "{here}: RPCs `{other}` and `{}` of {} both become the Rust method `{}`; rename one of them",
                     method.proto_name, service.path, method.rust_name
                 ));
             }
@@ -208,9 +240,25 @@ pub(crate) fn check_names(pool: &DescriptorPool, services: &[ServiceModel]) -> i
                 .find(|(name, _)| *name == method.rust_name)
             {
                 problems.push(format!(
-                    "RPC {} becomes the Rust method `{}`, which {owner} already defines; rename the RPC",
+                    "{here}: RPC {} becomes the Rust method `{}`, which {owner}; rename the RPC",
                     method.path, method.rust_name
                 ));
+            }
+            let Some(proto) = descriptor.as_ref().and_then(|d| d.methods().nth(index)) else {
+                continue;
+            };
+            for (role, message) in [("request", proto.input()), ("response", proto.output())] {
+                if let Some((wrapper, rust)) = PRIMITIVE_WRAPPERS
+                    .iter()
+                    .find(|(name, _)| *name == message.full_name())
+                {
+                    problems.push(format!(
+                        "{here}: RPC {} has .{wrapper} as its {role}, which prost turns into \
+                         Rust's `{rust}`, a type tonic's generated code cannot name; use a \
+                         message of your own with a `{rust}` field instead",
+                        method.path
+                    ));
+                }
             }
         }
     }
@@ -219,6 +267,22 @@ pub(crate) fn check_names(pool: &DescriptorPool, services: &[ServiceModel]) -> i
     } else {
         Err(invalid_input(problems.join("\n")))
     }
+}
+
+/// The top-level message of `package` for whose nested types prost makes module `module`.
+fn nested_types_module(
+    pool: &DescriptorPool,
+    package: &str,
+    module: &str,
+) -> Option<MessageDescriptor> {
+    pool.all_messages().find(|message| {
+        message.package_name() == package
+            && message.parent_message().is_none()
+            && to_snake(message.name()) == module
+            && (message.child_messages().len() > 0
+                || message.child_enums().len() > 0
+                || message.oneofs().any(|oneof| !oneof.is_synthetic()))
+    })
 }
 
 /// Reads one `resilient.v1` option message; `None` when the option is absent.
@@ -817,13 +881,14 @@ message M {}"#;
 service S { rpc GetFoo(M) returns (M); rpc get_foo(M) returns (M); rpc Connect(M) returns (M); }
 service Svc { rpc A(M) returns (M); }
 message SvcResilient { oneof x { int32 a = 1; } }
+message SvcServer { enum E { E_UNSPECIFIED = 0; } }
 message M {}"#;
         let pool = compile(vec![("p.proto", source.to_owned())]);
         let services = parse_services(&pool, &TypeResolver::new(&[]).unwrap(), &|n| n.to_owned());
-        let message = check_names(&pool, &services).unwrap_err().to_string();
+        let message = check_names(&pool, &services, true).unwrap_err().to_string();
         assert!(
             message.contains(
-                "RPCs `GetFoo` and `get_foo` of .p.S both become the Rust method `get_foo`"
+                "p.proto:2: RPCs `GetFoo` and `get_foo` of .p.S both become the Rust method `get_foo`"
             ),
             "{message}"
         );
@@ -832,10 +897,19 @@ message M {}"#;
             "{message}"
         );
         assert!(
-            message.contains("`svc_resilient` of .p.Svc clashes"),
+            message.contains("p.proto:3: the resilient module `svc_resilient` of .p.Svc clashes"),
             "{message}"
         );
-        assert!(check_names(&pool, &services[1..1]).is_ok());
+        assert!(
+            message.contains("tonic's server module `svc_server` of .p.Svc clashes"),
+            "{message}"
+        );
+        // Without servers, `svc_server` is prost's alone.
+        let without_servers = check_names(&pool, &services[1..], false)
+            .unwrap_err()
+            .to_string();
+        assert!(!without_servers.contains("svc_server"), "{without_servers}");
+        assert!(check_names(&pool, &services[1..1], true).is_ok());
     }
 
     #[test]

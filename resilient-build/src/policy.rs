@@ -1366,6 +1366,7 @@ mod tests {
         MethodModel {
             path: format!("{service}.{name}"),
             proto_name: name.to_owned(),
+            line: 1,
             rust_name: heck::ToSnakeCase::to_snake_case(name),
             kind: RpcKind::Unary,
             input_type: "super::Req".to_owned(),
@@ -1387,6 +1388,7 @@ mod tests {
             proto_name: name.to_owned(),
             rust_name: name.to_owned(),
             file: "x.proto".to_owned(),
+            line: 1,
             comments: Vec::new(),
             deprecated: false,
             option: None,

@@ -79,6 +79,25 @@ fn syntax_error_names_file_line_and_column() {
     );
 }
 
+/// protox reads proto2 and proto3 only: an editions file says so, with the way out.
+#[test]
+fn an_editions_file_says_editions_are_not_supported() {
+    let dir = TempDir::new("editions");
+    let path = dir.proto("edition = \"2023\";\npackage nova.auth.v1;\nmessage M {}\n");
+    let message = dir.compile(resilient_build::configure());
+    assert!(
+        message.starts_with(&format!("failed to compile protos: {}:1:1:", shown(&path))),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "; protobuf editions are not supported by the proto parser (protox): write the \
+             file with `syntax = \"proto3\";` or `syntax = \"proto2\";`"
+        ),
+        "{message}"
+    );
+}
+
 #[test]
 fn unresolved_type_names_file_line_and_column() {
     let dir = TempDir::new("type");
@@ -182,32 +201,117 @@ fn shared_breaker_on_an_rpc_is_rejected() {
 }
 
 /// `_` is a valid proto name with no Rust name (it snake-cases to nothing): an error
-/// naming it, not a panic in the generator.
+/// naming it and where it is declared, not a panic in the generator.
 #[test]
 fn names_made_only_of_underscores_are_rejected() {
     let dir = TempDir::new("underscores");
-    dir.proto(
+    let path = dir.proto(
         "syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n  rpc __(M) returns (M);\n}\nservice _ {\n  rpc Get(M) returns (M);\n}\nmessage M {}\n",
     );
     let message = dir.compile(resilient_build::configure());
+    let file = shown(&path);
     for expected in [
-        "RPC .nova.auth.v1.AuthService.__ has no Rust name: `__` is only underscores",
-        "service .nova.auth.v1._ has no Rust name: `_` is only underscores",
+        format!(
+            "{file}:4: RPC .nova.auth.v1.AuthService.__ has no Rust name: `__` is only underscores"
+        ),
+        format!("{file}:6: service .nova.auth.v1._ has no Rust name: `_` is only underscores"),
     ] {
-        assert!(message.contains(expected), "{expected}\n---\n{message}");
+        assert!(message.contains(&expected), "{expected}\n---\n{message}");
     }
 }
 
 #[test]
 fn clashing_method_names_are_rejected() {
     let dir = TempDir::new("clash");
-    dir.proto(
+    let path = dir.proto(
         "syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n  rpc GetKey(M) returns (M);\n  rpc get_key(M) returns (M);\n}\nmessage M {}\n",
     );
     let message = dir.compile(resilient_build::configure());
-    assert!(
-        message.contains("both become the Rust method `get_key`"),
-        "{message}"
+    let expected = format!(
+        "{}:5: RPCs `GetKey` and `get_key` of .nova.auth.v1.AuthService both become the Rust \
+         method `get_key`; rename one of them",
+        shown(&path)
+    );
+    assert_eq!(message, expected);
+}
+
+/// Every method the clients define for themselves is refused as an RPC name, one error per
+/// RPC, each with its line.
+#[test]
+fn rpc_names_taken_by_the_clients_are_rejected_with_their_lines() {
+    let dir = TempDir::new("reserved");
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n  rpc Connect(M) returns (M);\n  rpc FromConfig(M) returns (M);\n  rpc MapInner(M) returns (M);\n  rpc WithInterceptor(M) returns (M);\n}\nmessage M {}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    let file = shown(&path);
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{file}:4: RPC .nova.auth.v1.AuthService.Connect becomes the Rust method \
+                 `connect`, which both clients already define; rename the RPC"
+            ),
+            format!(
+                "{file}:5: RPC .nova.auth.v1.AuthService.FromConfig becomes the Rust method \
+                 `from_config`, which the resilient client already defines; rename the RPC"
+            ),
+            format!(
+                "{file}:6: RPC .nova.auth.v1.AuthService.MapInner becomes the Rust method \
+                 `map_inner`, which the resilient client already defines; rename the RPC"
+            ),
+            format!(
+                "{file}:7: RPC .nova.auth.v1.AuthService.WithInterceptor becomes the Rust method \
+                 `with_interceptor`, which tonic's client already defines; rename the RPC"
+            ),
+        ]
+    );
+}
+
+/// prost maps `BoolValue` and its kind to Rust primitives, which tonic's generated code
+/// names as `super::bool`: refused with the RPC's line, not left to rustc.
+#[test]
+fn primitive_wrapper_types_as_rpc_messages_are_rejected() {
+    let dir = TempDir::new("wrappers");
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\nimport \"google/protobuf/wrappers.proto\";\nservice AuthService {\n  rpc Flag(google.protobuf.StringValue) returns (google.protobuf.BoolValue);\n  rpc Count(google.protobuf.UInt64Value) returns (google.protobuf.StringValue);\n}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    let file = shown(&path);
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{file}:5: RPC .nova.auth.v1.AuthService.Flag has .google.protobuf.BoolValue as \
+                 its response, which prost turns into Rust's `bool`, a type tonic's generated \
+                 code cannot name; use a message of your own with a `bool` field instead"
+            ),
+            format!(
+                "{file}:6: RPC .nova.auth.v1.AuthService.Count has .google.protobuf.UInt64Value \
+                 as its request, which prost turns into Rust's `u64`, a type tonic's generated \
+                 code cannot name; use a message of your own with a `u64` field instead"
+            ),
+        ]
+    );
+}
+
+/// A message `AuthServiceClient` with nested types makes prost write a module
+/// `auth_service_client`, which is also tonic's client module.
+#[test]
+fn a_message_named_like_tonics_client_module_is_rejected() {
+    let dir = TempDir::new("module");
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage nova.auth.v1;\nservice AuthService {\n  rpc Get(AuthServiceClient) returns (AuthServiceClient);\n}\nmessage AuthServiceClient {\n  enum Kind { KIND_UNSPECIFIED = 0; }\n  Kind kind = 1;\n}\n",
+    );
+    let message = dir.compile(resilient_build::configure());
+    assert_eq!(
+        message,
+        format!(
+            "{}:3: tonic's client module `auth_service_client` of .nova.auth.v1.AuthService \
+             clashes with the module prost generates for the nested types of message \
+             .nova.auth.v1.AuthServiceClient; rename the message or the service",
+            shown(&path)
+        )
     );
 }
 

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::{RenderOptions, docs, method_ident, rust_type};
@@ -467,7 +467,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         .methods
         .iter()
         .enumerate()
-        .map(|(index, method)| rpc_method(index, method))
+        .map(|(index, method)| rpc_method(index, method, &raw, &fallback_trait))
         .collect::<io::Result<Vec<_>>>()?;
     let client_name = client.to_string();
 
@@ -593,7 +593,15 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
     })
 }
 
-fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
+/// One RPC's method. tonic's and the fallback's methods are called by their full path,
+/// so that an RPC named like a method in scope (`Clone`, `Into`, `AsRef`, `Drop`...)
+/// still calls its own.
+fn rpc_method(
+    index: usize,
+    method: &MethodModel,
+    raw: &TokenStream,
+    fallback_trait: &Ident,
+) -> io::Result<TokenStream> {
     let ident = method_ident(method);
     let input = rust_type(&method.input_type)?;
     let output = rust_type(&method.output_type)?;
@@ -626,7 +634,7 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
             } else {
                 quote!(server_streaming)
             },
-            quote!(move |message, cause| fallback.#ident(message, cause)),
+            quote!(move |message, cause| <F as #fallback_trait>::#ident(fallback, message, cause)),
         ),
         RpcKind::ClientStreaming | RpcKind::BidiStreaming => (
             quote!(request: impl tonic::IntoStreamingRequest<Message = #input>),
@@ -636,14 +644,14 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
             } else {
                 quote!(bidi_streaming)
             },
-            quote!(move |cause| fallback.#ident(cause)),
+            quote!(move |cause| <F as #fallback_trait>::#ident(fallback, cause)),
         ),
     };
     let call = quote! {
         move |request| {
             let mut inner = spares.take(inner);
             async move {
-                let response = inner.#ident(request).await;
+                let response = #raw::#ident(&mut inner, request).await;
                 spares.put(inner);
                 response
             }
@@ -661,7 +669,7 @@ fn rpc_method(index: usize, method: &MethodModel) -> io::Result<TokenStream> {
         #deprecated
         pub async fn #ident(&self, #argument) -> Result<#response, tonic::Status> {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::#executor(
                 self.runtime.method(#index),
                 #request,

@@ -528,7 +528,7 @@ pub mod media_service_resilient {
             request: impl tonic::IntoRequest<super::GetMediaRequest>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::unary(
                     self.runtime.method(0),
                     request.into_request(),
@@ -536,12 +536,20 @@ pub mod media_service_resilient {
                     move |request| {
                         let mut inner = spares.take(inner);
                         async move {
-                            let response = inner.get_media(request).await;
+                            let response = super::media_service_client::MediaServiceClient::get_media(
+                                    &mut inner,
+                                    request,
+                                )
+                                .await;
                             spares.put(inner);
                             response
                         }
                     },
-                    move |message, cause| fallback.get_media(message, cause),
+                    move |message, cause| <F as MediaServiceFallback>::get_media(
+                        fallback,
+                        message,
+                        cause,
+                    ),
                 )
                 .await
         }
@@ -553,7 +561,7 @@ pub mod media_service_resilient {
             request: impl tonic::IntoRequest<super::GetMediaRequest>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::unary(
                     self.runtime.method(1),
                     request.into_request(),
@@ -561,12 +569,20 @@ pub mod media_service_resilient {
                     move |request| {
                         let mut inner = spares.take(inner);
                         async move {
-                            let response = inner.get_thumbnail(request).await;
+                            let response = super::media_service_client::MediaServiceClient::get_thumbnail(
+                                    &mut inner,
+                                    request,
+                                )
+                                .await;
                             spares.put(inner);
                             response
                         }
                     },
-                    move |message, cause| fallback.get_thumbnail(message, cause),
+                    move |message, cause| <F as MediaServiceFallback>::get_thumbnail(
+                        fallback,
+                        message,
+                        cause,
+                    ),
                 )
                 .await
         }
@@ -581,7 +597,7 @@ pub mod media_service_resilient {
             tonic::Status,
         > {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::server_streaming(
                     self.runtime.method(2),
                     request.into_request(),
@@ -589,12 +605,20 @@ pub mod media_service_resilient {
                     move |request| {
                         let mut inner = spares.take(inner);
                         async move {
-                            let response = inner.stream_media(request).await;
+                            let response = super::media_service_client::MediaServiceClient::stream_media(
+                                    &mut inner,
+                                    request,
+                                )
+                                .await;
                             spares.put(inner);
                             response
                         }
                     },
-                    move |message, cause| fallback.stream_media(message, cause),
+                    move |message, cause| <F as MediaServiceFallback>::stream_media(
+                        fallback,
+                        message,
+                        cause,
+                    ),
                 )
                 .await
         }
@@ -606,7 +630,7 @@ pub mod media_service_resilient {
             request: impl tonic::IntoStreamingRequest<Message = super::MediaChunk>,
         ) -> Result<tonic::Response<super::Media>, tonic::Status> {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::client_streaming(
                     self.runtime.method(3),
                     request.into_streaming_request(),
@@ -614,12 +638,19 @@ pub mod media_service_resilient {
                     move |request| {
                         let mut inner = spares.take(inner);
                         async move {
-                            let response = inner.upload_media(request).await;
+                            let response = super::media_service_client::MediaServiceClient::upload_media(
+                                    &mut inner,
+                                    request,
+                                )
+                                .await;
                             spares.put(inner);
                             response
                         }
                     },
-                    move |cause| fallback.upload_media(cause),
+                    move |cause| <F as MediaServiceFallback>::upload_media(
+                        fallback,
+                        cause,
+                    ),
                 )
                 .await
         }
@@ -634,7 +665,7 @@ pub mod media_service_resilient {
             tonic::Status,
         > {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::bidi_streaming(
                     self.runtime.method(4),
                     request.into_streaming_request(),
@@ -642,12 +673,16 @@ pub mod media_service_resilient {
                     move |request| {
                         let mut inner = spares.take(inner);
                         async move {
-                            let response = inner.chat(request).await;
+                            let response = super::media_service_client::MediaServiceClient::chat(
+                                    &mut inner,
+                                    request,
+                                )
+                                .await;
                             spares.put(inner);
                             response
                         }
                     },
-                    move |cause| fallback.chat(cause),
+                    move |cause| <F as MediaServiceFallback>::chat(fallback, cause),
                 )
                 .await
         }
@@ -661,7 +696,7 @@ pub mod media_service_resilient {
             request: impl tonic::IntoRequest<super::GetMediaRequest>,
         ) -> Result<tonic::Response<()>, tonic::Status> {
             let (inner, spares) = (&self.inner, &*self.spares);
-            let fallback = &self.fallback;
+            let fallback = &*self.fallback;
             resilient_runtime::call::unary(
                     self.runtime.method(5),
                     request.into_request(),
@@ -669,12 +704,20 @@ pub mod media_service_resilient {
                     move |request| {
                         let mut inner = spares.take(inner);
                         async move {
-                            let response = inner.r#type(request).await;
+                            let response = super::media_service_client::MediaServiceClient::r#type(
+                                    &mut inner,
+                                    request,
+                                )
+                                .await;
                             spares.put(inner);
                             response
                         }
                     },
-                    move |message, cause| fallback.r#type(message, cause),
+                    move |message, cause| <F as MediaServiceFallback>::r#type(
+                        fallback,
+                        message,
+                        cause,
+                    ),
                 )
                 .await
         }
