@@ -469,9 +469,9 @@ impl ResilientServiceGenerator {
     fn generate_formatted(&mut self, mut service: prost_build::Service, buf: &mut String) {
         // tonic copies proto comments verbatim; give it the same rustdoc-safe markdown
         // as the resilient module, so bare URLs, `<T>` and indented text do not warn.
-        service.comments.leading = render::docs::from_proto(&service.comments.leading);
+        service.comments.leading = render::docs::for_tonic(&service.comments.leading);
         for method in &mut service.methods {
-            method.comments.leading = render::docs::from_proto(&method.comments.leading);
+            method.comments.leading = render::docs::for_tonic(&method.comments.leading);
         }
         let path = if service.package.is_empty() {
             format!(".{}", service.proto_name)

@@ -69,9 +69,14 @@
 //! - A static `ServiceSpec` with each RPC's kind, idempotency and build-time policy
 //!   (breaker, timeout, fallback, retry, hedging and bulkhead).
 //!
-//! Proto comments become the docs of the generated items; deprecated RPCs are
-//! `#[deprecated]`. The generated code is formatted and clean under `missing_docs` and
-//! `clippy -D warnings`.
+//! Proto comments become the docs of the generated items (tonic's service and method
+//! docs included), read as markdown and made safe for rustdoc: indented and unlabelled
+//! fenced code becomes a `text` block, so no proto example runs as a doctest; `[x]`,
+//! `<tag>` and bare URLs outside code spans are escaped or linked, so no broken-link or
+//! HTML warning; lazy continuation lines of lists and quotes are made explicit, as
+//! clippy's `doc_lazy_continuation` asks. Deprecated RPCs are `#[deprecated]`. The
+//! generated code is formatted and clean under `missing_docs`, `clippy -D warnings` and
+//! `RUSTDOCFLAGS=-D warnings`.
 //!
 //! # Streaming
 //!
