@@ -260,9 +260,11 @@
 //!
 //! RPCs keep tonic's Rust names (`Type` is `r#type`, `Self` is `self_`). The generated
 //! client calls tonic's and the fallback's methods by their full path, so an RPC named
-//! like a std trait method (`Clone`, `Drop`, `AsRef`, `Into`) still reaches its own. As
-//! for any Rust type, a method taking `&self` is found after `Into::into(self)`: call
-//! such an RPC as `FooResilientClient::into(&client, request)`.
+//! like a std trait method (`Clone`, `Drop`, `AsRef`, `Into`) still reaches its own. In
+//! the caller's code, Rust's method lookup applies as for any type: `client.clone(req)`
+//! is the RPC (copy the client with `Clone::clone(&client)`), while `client.into(req)`
+//! finds `Into::into(self)` first, so call such an RPC by its path:
+//! `FooResilientClient::into(&client, request)`.
 //!
 //! # Rebuilds
 //!
