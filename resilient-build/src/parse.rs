@@ -36,7 +36,7 @@ const RESERVED_METHODS: &[(&str, &str)] = &[
     ("new", "both clients already define"),
     ("connect", "both clients already define"),
     ("with_origin", "tonic's client already defines"),
-    ("with_interceptor", "tonic's client already defines"),
+    ("with_interceptor", "both clients already define"),
     ("send_compressed", "tonic's client already defines"),
     ("accept_compressed", "tonic's client already defines"),
     (

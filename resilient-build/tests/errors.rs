@@ -262,7 +262,7 @@ fn rpc_names_taken_by_the_clients_are_rejected_with_their_lines() {
             ),
             format!(
                 "{file}:7: RPC .nova.auth.v1.AuthService.WithInterceptor becomes the Rust method \
-                 `with_interceptor`, which tonic's client already defines; rename the RPC"
+                 `with_interceptor`, which both clients already define; rename the RPC"
             ),
         ]
     );

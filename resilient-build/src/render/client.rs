@@ -444,6 +444,40 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         }
     };
 
+    let intercepted = if options.expose_raw_clients {
+        quote! { #raw::with_interceptor(inner, interceptor) }
+    } else {
+        quote! { tonic::service::interceptor::InterceptedService::new(inner, interceptor) }
+    };
+    let with_interceptor = quote! {
+        impl<T> #client<T>
+        where
+            #tonic_bounds
+        {
+            /// Like tonic's `with_interceptor`: the client over `inner` with every request
+            /// going through `interceptor` (each attempt of a retried call, after its
+            /// breaker admitted it), then set up as [`Self::new`] does.
+            pub fn with_interceptor<I>(
+                inner: T,
+                interceptor: I,
+            ) -> #client<tonic::service::interceptor::InterceptedService<T, I>>
+            where
+                I: tonic::service::Interceptor,
+                T::ResponseBody: Default,
+                T: tonic::codegen::Service<
+                    tonic::codegen::http::Request<tonic::body::Body>,
+                    Response = tonic::codegen::http::Response<
+                        <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                    >,
+                >,
+                <T as tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>>::Error:
+                    Into<tonic::codegen::StdError> + std::marker::Send + std::marker::Sync,
+            {
+                #client::new(#intercepted)
+            }
+        }
+    };
+
     let raw_access = options.expose_raw_clients.then(|| {
         quote! {
             /// The tonic client underneath. Calls made on it bypass the breakers.
@@ -505,6 +539,7 @@ pub(crate) fn render(service: &ServiceModel, options: &RenderOptions) -> io::Res
         }
 
         #constructors
+        #with_interceptor
         #from_config
 
         impl<T, F> #client<T, F> {

@@ -410,6 +410,43 @@ pub mod media_service_resilient {
             }
         }
     }
+    impl<T> MediaServiceResilientClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<tonic::codegen::StdError>,
+        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes>
+            + std::marker::Send + 'static,
+        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError>
+            + std::marker::Send,
+    {
+        /// Like tonic's `with_interceptor`: the client over `inner` with every request
+        /// going through `interceptor` (each attempt of a retried call, after its
+        /// breaker admitted it), then set up as [`Self::new`] does.
+        pub fn with_interceptor<I>(
+            inner: T,
+            interceptor: I,
+        ) -> MediaServiceResilientClient<
+            tonic::service::interceptor::InterceptedService<T, I>,
+        >
+        where
+            I: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+            >>::Error: Into<tonic::codegen::StdError> + std::marker::Send
+                + std::marker::Sync,
+        {
+            MediaServiceResilientClient::new(
+                tonic::service::interceptor::InterceptedService::new(inner, interceptor),
+            )
+        }
+    }
     impl MediaServiceResilientClient<resilient_runtime::Pool> {
         /// Builds the client from configuration, with no address in code: the target in `MEDIA_SERVICE_URL`, else `target` in the `[".golden.media.v1.MediaService"]` table of the file named by `RESILIENT_CONFIG`, else an error naming both. Targets are discovery strings (`dns:///auth-service.nova.svc.cluster.local:8083`, `consul:///auth-service`, `etcd:///nova/services/auth-service`, `static:///10.0.0.1:8083,10.0.0.2:8083`); switching from one registry to another is a change of that string.
         ///

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
 
-use tonic::{Extensions, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use super::{Deadline, Ended, open_cause, record_status, record_timeout, timeout_cause};
 use crate::breaker::OwnedPermit;
@@ -60,13 +60,9 @@ where
         let started = tokio::time::Instant::now();
         let deadline_at = crate::clock::later(started, deadline.total);
         let route = AttemptRoute::default();
-        let mut extensions = Some(extensions);
         let mut send = |permit: OwnedPermit| {
-            let mut req = Request::from_parts(
-                metadata.clone(),
-                extensions.take().unwrap_or_else(Extensions::new),
-                message.clone(),
-            );
+            let mut req =
+                Request::from_parts(metadata.clone(), extensions.clone(), message.clone());
             let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
             super::set_timeout(method, &mut req, left);
             req.extensions_mut().insert(route.clone());

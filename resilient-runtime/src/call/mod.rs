@@ -17,6 +17,8 @@
 //! deadline that passed was the caller's rather than the RPC's own, the attempt's outcome
 //! is *ignored*: the caller ran out of time; the dependency did not fail.
 //!
+//! Every attempt carries the caller's metadata and request extensions.
+//!
 //! **Retries** (idempotent RPCs with a retry policy): a failed attempt whose code is
 //! retryable is retried after a backoff with full jitter (or the server's
 //! `grpc-retry-pushback-ms`; a negative pushback stops retrying), while the service's
@@ -46,7 +48,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Extensions, Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 pub use streaming::ResilientStreaming;
 
@@ -212,7 +214,7 @@ where
             let may_retry = attempt < max_attempts;
             let mut req = Request::from_parts(
                 for_attempt(&mut metadata, may_retry),
-                extensions.take().unwrap_or_else(Extensions::new),
+                for_attempt(&mut extensions, may_retry),
                 for_attempt(&mut message, may_retry || keep_message),
             );
             if !headers_only {

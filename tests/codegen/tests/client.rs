@@ -685,3 +685,50 @@ fn build_time_policy_reaches_the_client() {
         ]
     );
 }
+
+/// `with_interceptor` as on tonic's client: the interceptor sees every request, and a
+/// status it returns reaches the caller, classified like a server's.
+#[tokio::test]
+async fn with_interceptor_wraps_the_transport_like_tonics() {
+    let server = start().await;
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let seen = Arc::new(AtomicU32::new(0));
+    let interceptor = {
+        let seen = seen.clone();
+        move |request: tonic::Request<()>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            match request.metadata().get("authorization") {
+                Some(_) => Ok(request),
+                None => Err(Status::unauthenticated("no token")),
+            }
+        }
+    };
+    let client = EchoServiceResilientClient::with_interceptor(channel, interceptor);
+
+    let mut authorized = tonic::Request::new(req("with a token"));
+    authorized
+        .metadata_mut()
+        .insert("authorization", "Bearer t".parse().unwrap());
+    let reply = client.echo(authorized).await.unwrap().into_inner();
+    assert_eq!(reply.message, "with a token");
+
+    for _ in 0..5 {
+        let status = client.echo(req("no token")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "no token");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        server.hits.echo(),
+        1,
+        "refused requests never left the client"
+    );
+    // UNAUTHENTICATED is the caller's problem, not the dependency's.
+    let breaker = client.breaker("Echo").unwrap();
+    assert_eq!(breaker.state(), CircuitBreakerState::Closed);
+    assert_eq!(breaker.consecutive_failures(), 0);
+}

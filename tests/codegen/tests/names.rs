@@ -199,3 +199,28 @@ async fn an_open_circuit_asks_the_fallbacks_own_method() {
     let status = single(client.r#match(request("")).await).unwrap_err();
     assert!(resilient_runtime::is_circuit_open(&status), "{status:?}");
 }
+
+/// A client built without access to tonic's client (raw clients hidden) still takes an
+/// interceptor, as tonic's `with_interceptor` does.
+#[tokio::test]
+async fn a_hidden_raw_client_still_takes_an_interceptor() {
+    let addr = serve().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = {
+        let calls = calls.clone();
+        move |request: Request<()>| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(request)
+        }
+    };
+    let client = KeywordServiceResilientClient::with_interceptor(channel, counted);
+    let reply = client.r#match(request("")).await.unwrap().into_inner();
+    assert_eq!(reply.self_, "Match");
+    let three = tokio_stream::iter([request("a"), request("b"), request("c")]);
+    let reply = client.as_ref(three).await.unwrap().into_inner();
+    assert_eq!(reply.self_, "AsRef x3");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

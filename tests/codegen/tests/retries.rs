@@ -651,3 +651,54 @@ async fn a_timeout_beyond_what_the_header_can_carry_is_capped() {
     assert_eq!(reply.hits, 2, "one failure, then a retry that succeeded");
     assert_eq!(flaky.total.load(Ordering::SeqCst), 2);
 }
+
+/// What an interceptor finds in a request's extensions.
+#[derive(Clone, Debug, PartialEq)]
+struct Tenant(&'static str);
+
+/// Every attempt, retry or hedge, carries the caller's request extensions, which
+/// interceptors read (auth, tenant, tracing context), as the first attempt does.
+#[tokio::test]
+async fn every_attempt_carries_the_callers_extensions() {
+    let (flaky, channel) = server().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = {
+        let seen = seen.clone();
+        move |request: Request<()>| {
+            let tenant = request.extensions().get::<Tenant>().cloned();
+            seen.lock().unwrap().push(tenant);
+            Ok(request)
+        }
+    };
+    let tagged = |key: &str, fail_times: u32| {
+        let mut request = Request::new(req(key, |r| r.fail_times = fail_times));
+        request.extensions_mut().insert(Tenant("acme"));
+        request
+    };
+    let spec = FlakyServiceResilientClient::<Channel>::spec();
+    for (config, what) in [
+        (RETRY_FAST, "retries"),
+        (
+            &*HEDGE_30MS.replace("hedge_delay_ms = 30", "hedge_delay_ms = 10000"),
+            "hedges",
+        ),
+    ] {
+        seen.lock().unwrap().clear();
+        let config = RuntimeConfig::from_toml_str("test.toml", config).unwrap();
+        let runtime =
+            ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
+        let inner = FlakyServiceClient::with_interceptor(channel.clone(), record.clone());
+        let c = FlakyServiceResilientClient::with_runtime(inner, runtime);
+        let reply = c.lookup(tagged(what, 1)).await.unwrap().into_inner();
+        assert_eq!(
+            reply.hits, 2,
+            "{what}: the first attempt failed, the second answered"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Some(Tenant("acme")), Some(Tenant("acme"))],
+            "{what}"
+        );
+    }
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 4);
+}
