@@ -98,12 +98,25 @@ impl Bulkhead {
 
     /// Takes a slot, waiting at most `max_wait`.
     pub async fn acquire(&self) -> Result<BulkheadPermit, BulkheadFull> {
-        if let Ok(permit) = self.semaphore.clone().try_acquire_owned() {
-            return Ok(BulkheadPermit { _permit: permit });
+        self.acquire_within(self.max_wait).await
+    }
+
+    /// Takes a slot if one is free now.
+    pub fn try_acquire(&self) -> Option<BulkheadPermit> {
+        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
+        Some(BulkheadPermit { _permit: permit })
+    }
+
+    /// Takes a slot, waiting at most the smaller of `max_wait` and `limit` (what is left
+    /// of a call's deadline).
+    pub async fn acquire_within(&self, limit: Duration) -> Result<BulkheadPermit, BulkheadFull> {
+        if let Some(permit) = self.try_acquire() {
+            return Ok(permit);
         }
-        if !self.max_wait.is_zero()
+        let wait = self.max_wait.min(limit);
+        if !wait.is_zero()
             && let Ok(Ok(permit)) =
-                tokio::time::timeout(self.max_wait, self.semaphore.clone().acquire_owned()).await
+                tokio::time::timeout(wait, self.semaphore.clone().acquire_owned()).await
         {
             return Ok(BulkheadPermit { _permit: permit });
         }

@@ -225,7 +225,8 @@ impl ServiceRuntime {
             ..defaults
         });
         let mut shared: Option<CircuitBreaker> = None;
-        let mut shared_bulkhead: Option<Bulkhead> = None;
+        // The shared bulkhead, the RPC that sized it, and its size.
+        let mut shared_bulkhead: Option<(Bulkhead, &str, (u32, Duration))> = None;
         let mut methods = Vec::with_capacity(spec.methods.len());
         for method in spec.methods {
             let path = format!("{}.{}", spec.path, method.name);
@@ -295,21 +296,41 @@ impl ServiceRuntime {
                      or hedge_max_attempts = 1 to retry",
                 ));
             }
-            let bulkhead = resolve_bulkhead(method, &layers).map(|b| {
-                if b.shared {
-                    shared_bulkhead
-                        .get_or_insert_with(|| {
-                            Bulkhead::new(format!("{logical}/*"), b.max_concurrent, b.max_wait)
-                        })
-                        .clone()
-                } else {
-                    Bulkhead::new(
-                        format!("{logical}/{}", method.name),
-                        b.max_concurrent,
-                        b.max_wait,
-                    )
-                }
-            });
+            let bulkhead = match resolve_bulkhead(method, &layers) {
+                Some(b) if b.shared => Some(match &shared_bulkhead {
+                    Some((bulkhead, _, size)) if *size == (b.max_concurrent, b.max_wait) => {
+                        bulkhead.clone()
+                    }
+                    Some((_, first, (max_concurrent, max_wait))) => {
+                        return Err(ConfigError::new(
+                            format!("{path}.max_concurrent"),
+                            format!(
+                                "the RPCs sharing the bulkhead {logical}/* size it differently: \
+                                 {} calls and a {} ms wait here, {max_concurrent} calls and a \
+                                 {} ms wait for {first}; set max_concurrent and max_wait_ms \
+                                 once, in the service table [\"{}\"]",
+                                b.max_concurrent,
+                                b.max_wait.as_millis(),
+                                max_wait.as_millis(),
+                                spec.path
+                            ),
+                        ));
+                    }
+                    None => {
+                        let bulkhead =
+                            Bulkhead::new(format!("{logical}/*"), b.max_concurrent, b.max_wait);
+                        let size = (b.max_concurrent, b.max_wait);
+                        shared_bulkhead = Some((bulkhead.clone(), method.name, size));
+                        bulkhead
+                    }
+                }),
+                Some(b) => Some(Bulkhead::new(
+                    format!("{logical}/{}", method.name),
+                    b.max_concurrent,
+                    b.max_wait,
+                )),
+                None => None,
+            };
             let breaker = match (&shared, spec.shared_breaker) {
                 (Some(b), true) => b.clone(),
                 _ => {
@@ -670,6 +691,77 @@ mode = "forced_open"
         assert_eq!(rt.method(0).breaker().rpc(), "*");
         let rt = ServiceRuntime::resolve(&SPEC, Environment::Production, None).unwrap();
         assert!(!rt.method(0).breaker().ptr_eq(rt.method(1).breaker()));
+    }
+
+    /// A key the RPC's table cannot decide alone is an error naming it, not a value
+    /// silently dropped or applied to every RPC.
+    #[test]
+    fn service_wide_keys_in_an_rpc_table_are_rejected() {
+        let error = |spec: &'static ServiceSpec, toml: &str| {
+            let config = RuntimeConfig::from_toml_str("r.toml", toml).unwrap();
+            ServiceRuntime::resolve(spec, Environment::Production, Some(&config))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error(
+            &SPEC,
+            "[\".nova.auth.v1.AuthService.Refresh\"]\nretry_budget_percent = 0.0\n",
+        );
+        assert!(
+            e.contains("[\".nova.auth.v1.AuthService.Refresh\"].retry_budget_percent")
+                && e.contains("belongs to the service table [\".nova.auth.v1.AuthService\"]"),
+            "{e}"
+        );
+        // with one shared breaker, its settings and mode are the service's
+        for key in [
+            "failure_threshold = 2",
+            "open_for_ms = 10",
+            "mode = \"forced_open\"",
+        ] {
+            let e = error(
+                &SHARED,
+                &format!("[\".nova.auth.v1.AuthService.Refresh\"]\n{key}\n"),
+            );
+            let field = key.split(' ').next().unwrap();
+            assert!(
+                e.contains(&format!("AuthService.Refresh\"].{field}"))
+                    && e.contains("share one breaker (shared_breaker)"),
+                "{e}"
+            );
+        }
+        // ...while separate breakers take them per RPC
+        let config = RuntimeConfig::from_toml_str(
+            "r.toml",
+            "[\".nova.auth.v1.AuthService.Refresh\"]\nmode = \"forced_open\"\n",
+        )
+        .unwrap();
+        let rt = ServiceRuntime::resolve(&SPEC, Environment::Production, Some(&config)).unwrap();
+        assert_eq!(rt.method(0).breaker().mode(), Mode::Normal);
+        assert_eq!(rt.method(1).breaker().mode(), Mode::ForcedOpen);
+    }
+
+    #[test]
+    fn rpcs_sharing_a_bulkhead_size_it_once() {
+        let config = |toml: &str| RuntimeConfig::from_toml_str("r.toml", toml).unwrap();
+        let shared =
+            "[\".nova.auth.v1.AuthService\"]\nmax_concurrent = 8\nbulkhead_shared = true\n";
+        let rt =
+            ServiceRuntime::resolve(&SPEC, Environment::Production, Some(&config(shared))).unwrap();
+        let (a, b) = (rt.method(0).bulkhead(), rt.method(1).bulkhead());
+        assert_eq!(a.unwrap().name(), "auth-service/*");
+        assert_eq!(a.unwrap().name(), b.unwrap().name());
+        let differing =
+            format!("{shared}[\".nova.auth.v1.AuthService.Refresh\"]\nmax_concurrent = 2\n");
+        let e = ServiceRuntime::resolve(&SPEC, Environment::Production, Some(&config(&differing)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(".nova.auth.v1.AuthService.Refresh.max_concurrent")
+                && e.contains(
+                    "2 calls and a 0 ms wait here, 8 calls and a 0 ms wait for ValidateToken"
+                ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -311,12 +311,40 @@ impl RuntimeConfig {
                     format!("{} has no RPC named {rpc:?}{hint}", service.path),
                 ));
             }
-            if entry.target.is_some() {
+            let service_wide = [
+                ("target", entry.target.is_some()),
+                ("retry_budget_percent", entry.retry_budget_percent.is_some()),
+                (
+                    "retry_budget_min_per_second",
+                    entry.retry_budget_min_per_second.is_some(),
+                ),
+            ];
+            if let Some((field, _)) = service_wide.iter().find(|(_, set)| *set) {
                 return Err(ConfigError::new(
-                    self.key(path, "target"),
+                    self.key(path, field),
                     format!(
-                        "a target belongs to the service table [\"{}\"]",
+                        "{} belongs to the service table [\"{}\"]",
+                        field.replace('_', " "),
                         service.path
+                    ),
+                ));
+            }
+            let breaker_fields = [
+                ("failure_threshold", entry.failure_threshold.is_some()),
+                ("success_threshold", entry.success_threshold.is_some()),
+                ("open_for_ms", entry.open_for_ms.is_some()),
+                ("half_open_max_calls", entry.half_open_max_calls.is_some()),
+                ("mode", entry.mode.is_some()),
+            ];
+            if service.shared_breaker
+                && let Some((field, _)) = breaker_fields.iter().find(|(_, set)| *set)
+            {
+                return Err(ConfigError::new(
+                    self.key(path, field),
+                    format!(
+                        "the RPCs of {} share one breaker (shared_breaker), so {field} is \
+                         set for all of them in the service table [\"{}\"]",
+                        service.path, service.path
                     ),
                 ));
             }

@@ -225,3 +225,70 @@ async fn an_unreachable_etcd_is_a_clear_error() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
 }
+
+/// A gateway in front of which watches are refused: etcd's `/v3/kv/range` answer (one
+/// member), and `503` to every `/v3/watch`, as a proxy that does not pass streams gives.
+/// Returns its address and the number of lists it answered.
+async fn watch_refusing_gateway() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lists = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = lists.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let lists = counted.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let lists = lists.clone();
+                    async move {
+                        let (status, body) = if req.uri().path() == "/v3/kv/range" {
+                            lists.fetch_add(1, Ordering::SeqCst);
+                            // key nova/services/auth-service/127.0.0.2:8083,
+                            // value {"Addr":"127.0.0.2:8083"}
+                            let kv = r#"{"key":"bm92YS9zZXJ2aWNlcy9hdXRoLXNlcnZpY2UvMTI3LjAuMC4yOjgwODM=","value":"eyJBZGRyIjoiMTI3LjAuMC4yOjgwODMifQ=="}"#;
+                            (
+                                200,
+                                format!(r#"{{"header":{{"revision":"7"}},"kvs":[{kv}]}}"#),
+                            )
+                        } else {
+                            (503, "watches are not passed on".to_string())
+                        };
+                        let response = http::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, lists)
+}
+
+/// A watch refused as soon as it is sent does not turn the list-then-watch loop into ten
+/// lists a second: the wait between lists grows until a watch lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_refused_at_once_backs_off_between_lists() {
+    let (gateway, lists) = watch_refusing_gateway().await;
+    let pool = Pool::from_target(&format!("etcd://{gateway}/{PREFIX}")).unwrap();
+    pool.ready().await;
+    assert_eq!(addresses(&pool), ["127.0.0.2:8083"]);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let lists = lists.load(std::sync::atomic::Ordering::SeqCst);
+    println!("lists in 1.5 s with every watch refused: {lists}");
+    // Waits of 50-100, 100-200, 200-400, 400-800 ms: at most 5 lists start in 1.5 s
+    // (one more for scheduling slack); a wait that starts over every time gives 15 or more.
+    assert!((2..=6).contains(&lists), "{lists} lists");
+    drop(pool);
+}

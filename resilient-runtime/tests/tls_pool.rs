@@ -438,3 +438,29 @@ async fn health_probes_use_the_tls_channel() {
         assert_eq!(pool.endpoints()[0].health, want);
     }
 }
+
+/// TLS settings that no channel can be built with (an identity that is not PEM) make every
+/// address found unusable: the pool reports that, at once, rather than an empty answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_no_channel_accepts_are_the_error() {
+    let target = static_target(discovery_support::free_port(), &[1, 2]);
+    let broken = ClientTlsConfig::new().identity(Identity::from_pem("not a cert", "not a key"));
+    let started = std::time::Instant::now();
+    let error = Pool::builder(&target)
+        .tls(broken)
+        .build_resolved()
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    println!("unusable TLS settings: {message}");
+    assert!(
+        message.contains("none of the 2 addresses found can be used: 127.0.0.1:"),
+        "{message}"
+    );
+    assert!(message.contains("tls settings"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the pool waited for an answer it already had: {:?}",
+        started.elapsed()
+    );
+}

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
@@ -45,6 +45,7 @@ pub(super) fn hedged<M, T, C, CF>(
     method: &MethodRuntime,
     hedging: &Hedging,
     request: Request<M>,
+    queued: Option<Duration>,
     mut call: C,
 ) -> impl Future<Output = Result<(Response<T>, OwnedPermit), Ended<M>>>
 where
@@ -55,7 +56,7 @@ where
     let (metadata, extensions, message) = request.into_parts();
     async move {
         let breaker = method.breaker();
-        let deadline = Deadline::for_call(method, &metadata)?;
+        let deadline = Deadline::for_call(method, &metadata, queued)?;
         method.retry_budget().deposit();
         let started = tokio::time::Instant::now();
         let deadline_at = crate::clock::later(started, deadline.total);

@@ -33,7 +33,9 @@
 //! success wins and the others are cancelled. Hedges draw on the retry budget.
 //!
 //! **Bulkheads**: a call over the RPC's concurrency limit waits up to its `max_wait`,
-//! then fails at once with `RESOURCE_EXHAUSTED` naming the bulkhead.
+//! then fails at once with `RESOURCE_EXHAUSTED` naming the bulkhead. The wait counts
+//! against the call's deadline and never outlasts it; a dependency then given less than
+//! its timeout is judged as under a caller's budget (a deadline it misses is ignored).
 //!
 //! **Fallbacks**: when the call is rejected by an open circuit, times out, or fails, and
 //! the policy sends that cause to the fallback (`FallbackMode`), the fallback's answer is
@@ -98,9 +100,22 @@ impl Deadline {
     }
 
     /// The deadline of a call about to start, or how it ends when the caller's deadline
-    /// has already passed.
-    fn for_call<M>(method: &MethodRuntime, metadata: &MetadataMap) -> Result<Deadline, Ended<M>> {
-        let deadline = Deadline::of(method, metadata);
+    /// has already passed. `queued`: what was left of it after a wait in the bulkhead
+    /// (the dependency then gets less than its timeout, like under a caller's budget).
+    fn for_call<M>(
+        method: &MethodRuntime,
+        metadata: &MetadataMap,
+        queued: Option<Duration>,
+    ) -> Result<Deadline, Ended<M>> {
+        let mut deadline = Deadline::of(method, metadata);
+        if let Some(left) = queued
+            && left < deadline.total
+        {
+            deadline = Deadline {
+                total: left,
+                set_by_caller: true,
+            };
+        }
         if deadline.total.is_zero() {
             return Err(Ended::Other(Status::deadline_exceeded(
                 "the caller's deadline passed before the call could be made",
@@ -135,12 +150,33 @@ fn timeout_cause(breaker: &CircuitBreaker, deadline: Duration) -> FallbackCause 
     }
 }
 
-async fn enter_bulkhead(method: &MethodRuntime) -> Result<Option<BulkheadPermit>, Status> {
+/// A slot in the RPC's bulkhead (`None` when it has none), and, when the call had to
+/// wait for it, what was left of its deadline: the wait counts against the deadline.
+struct Slot {
+    permit: Option<BulkheadPermit>,
+    left: Option<Duration>,
+}
+
+async fn enter_bulkhead(method: &MethodRuntime, metadata: &MetadataMap) -> Result<Slot, Status> {
     let Some(bulkhead) = method.bulkhead() else {
-        return Ok(None);
+        return Ok(Slot {
+            permit: None,
+            left: None,
+        });
     };
-    match bulkhead.acquire().await {
-        Ok(permit) => Ok(Some(permit)),
+    if let Some(permit) = bulkhead.try_acquire() {
+        return Ok(Slot {
+            permit: Some(permit),
+            left: None,
+        });
+    }
+    let deadline = Deadline::of(method, metadata).total;
+    let started = Instant::now();
+    match bulkhead.acquire_within(deadline).await {
+        Ok(permit) => Ok(Slot {
+            permit: Some(permit),
+            left: Some(deadline.saturating_sub(started.elapsed())),
+        }),
         Err(full) => {
             tokio::task::coop::consume_budget().await;
             method.breaker().notify_bulkhead_rejection(full.name());
@@ -168,6 +204,7 @@ enum Ended<M> {
 fn attempts<M, T, C, CF>(
     method: &MethodRuntime,
     request: Request<M>,
+    queued: Option<Duration>,
     keep_message: bool,
     headers_only: bool,
     mut call: C,
@@ -180,7 +217,7 @@ where
     let (metadata, extensions, message) = request.into_parts();
     async move {
         let breaker = method.breaker();
-        let deadline = Deadline::for_call(method, &metadata)?;
+        let deadline = Deadline::for_call(method, &metadata, queued)?;
         let retry = method.retry();
         if retry.is_some() {
             method.retry_budget().deposit();
@@ -361,11 +398,11 @@ where
     FF: Future<Output = Result<Response<R>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let _slot = enter_bulkhead(method).await?;
+    let slot = enter_bulkhead(method, request.metadata()).await?;
     let keep = mode.timeout || mode.failure;
     let ended = match method.hedge() {
-        Some(hedging) => hedged::hedged(method, hedging, request, call).await,
-        None => attempts(method, request, keep, false, call).await,
+        Some(hedging) => hedged::hedged(method, hedging, request, slot.left, call).await,
+        None => attempts(method, request, slot.left, keep, false, call).await,
     };
     match ended {
         Ok((response, permit)) => {
@@ -394,11 +431,12 @@ where
     FF: Future<Output = Result<Response<ResilientStreaming<R>>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let slot = enter_bulkhead(method).await?;
+    let slot = enter_bulkhead(method, request.metadata()).await?;
     let keep = mode.timeout || mode.failure;
-    match attempts(method, request, keep, true, call).await {
+    match attempts(method, request, slot.left, keep, true, call).await {
         Ok((response, permit)) => {
             let classifier = *method.classifier();
+            let slot = slot.permit;
             Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier, slot)))
         }
         Err(ended) => settle(method.breaker(), mode, ended, fallback).await,
@@ -442,6 +480,7 @@ where
 async fn single<S, T, C, CF>(
     method: &MethodRuntime,
     mut request: Request<S>,
+    queued: Option<Duration>,
     headers_only: bool,
     call: C,
 ) -> Result<(Response<T>, OwnedPermit), Ended<()>>
@@ -450,7 +489,7 @@ where
     CF: Future<Output = Result<Response<T>, Status>>,
 {
     let breaker = method.breaker();
-    let deadline = Deadline::for_call(method, request.metadata())?;
+    let deadline = Deadline::for_call(method, request.metadata(), queued)?;
     let permit = match breaker.try_acquire_owned() {
         Ok(permit) => permit,
         Err(open) => return Err(Ended::Open(open_cause(breaker, open), ())),
@@ -489,8 +528,8 @@ where
     FF: Future<Output = Result<Response<R>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let _slot = enter_bulkhead(method).await?;
-    match single(method, request, false, call).await {
+    let slot = enter_bulkhead(method, request.metadata()).await?;
+    match single(method, request, slot.left, false, call).await {
         Ok((response, permit)) => {
             method.breaker().notify_status(Code::Ok);
             permit.record(Outcome::Success);
@@ -516,10 +555,11 @@ where
     FF: Future<Output = Result<Response<ResilientStreaming<R>>, Status>>,
 {
     let mode = fallback_mode(method, fallback_enabled);
-    let slot = enter_bulkhead(method).await?;
-    match single(method, request, true, call).await {
+    let slot = enter_bulkhead(method, request.metadata()).await?;
+    match single(method, request, slot.left, true, call).await {
         Ok((response, permit)) => {
             let classifier = *method.classifier();
+            let slot = slot.permit;
             Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier, slot)))
         }
         Err(ended) => settle(method.breaker(), mode, ended, |(), c| fallback(c)).await,

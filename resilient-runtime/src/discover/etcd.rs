@@ -419,6 +419,7 @@ impl EtcdResolver {
             }
         };
         if !response.status().is_success() {
+            self.gateway.rotate();
             return format!(
                 "etcd at {endpoint} answered {} to a watch",
                 response.status()
@@ -457,7 +458,9 @@ impl EtcdResolver {
     }
 
     /// List, then watch; on any break, back off and list again. Errors are reported (the
-    /// pool keeps its endpoints meanwhile).
+    /// pool keeps its endpoints meanwhile). The backoff starts over only after a watch
+    /// that lasted [`HEALTHY_WATCH`]: a watch refused or broken at once (an error status,
+    /// a compacted revision, a proxy closing streams) waits longer each time.
     pub(crate) async fn run(self, ctx: Context) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
@@ -468,11 +471,14 @@ impl EtcdResolver {
                 }
                 Ok((mut members, revision)) => {
                     ctx.sink.report(Ok(members.values().cloned().collect()));
+                    let started = tokio::time::Instant::now();
                     let why = self
                         .watch(revision.saturating_add(1), &mut members, &ctx)
                         .await;
                     tracing::debug!(target = %self.target, %why, "etcd watch ended; listing again");
-                    backoff.reset();
+                    if started.elapsed() >= HEALTHY_WATCH {
+                        backoff.reset();
+                    }
                 }
             }
             tokio::time::sleep(backoff.next_wait()).await;
@@ -493,6 +499,9 @@ pub(crate) fn members_of(v: &Value) -> (BTreeMap<String, Address>, i64) {
     }
     (members, revision)
 }
+
+/// How long a watch must have lasted for the next one to start without a growing wait.
+pub(crate) const HEALTHY_WATCH: Duration = Duration::from_secs(10);
 
 /// The longest watch message read: a larger one ends the watch (and the pool lists again)
 /// instead of growing the buffer without end.
@@ -570,6 +579,9 @@ pub(crate) fn apply_watch_message(
             changed |= members.remove(&key).is_some();
         } else if let Some(a) = address_of(&key, &value) {
             changed |= members.insert(key, a.clone()).as_ref() != Some(&a);
+        } else {
+            // A value that is no longer an address: the key's old address is stale too.
+            changed |= members.remove(&key).is_some();
         }
     }
     Ok(changed)

@@ -85,11 +85,24 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Idle time before the first keepalive probe.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between unanswered keepalive probes.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the connection is closed.
+pub(crate) const KEEPALIVE_RETRIES: u32 = 3;
+
 impl HttpClient {
     pub(crate) fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        // A watch or blocking query can wait minutes for its answer: TCP keepalive finds a
+        // registry host that vanished without closing the connection (in about a minute)
+        // and the loop lists again.
+        connector.set_keepalive(Some(KEEPALIVE_IDLE));
+        connector.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+        connector.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
         HttpClient {
             client: Client::builder(TokioExecutor::new()).build(connector),
         }

@@ -772,16 +772,21 @@ impl State {
         Endpoint::new(address, channel, Arc::new(cell), None)
     }
 
-    fn apply(&self, mut addresses: Vec<Address>) {
+    /// Makes `addresses` (not empty) the endpoint set. When not one of them can be used
+    /// (no channel can be built: a bad TLS server name, say), the set is kept and the
+    /// error says why.
+    fn apply(&self, mut addresses: Vec<Address>) -> Result<(), DiscoveryError> {
         addresses.sort();
         addresses.dedup();
         let current = self.snapshot();
         if current.len() == addresses.len()
             && current.iter().zip(&addresses).all(|(e, a)| &e.address == a)
         {
-            return;
+            return Ok(());
         }
-        let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(addresses.len());
+        let found = addresses.len();
+        let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(found);
+        let mut first_error = None;
         for address in addresses {
             if let Some(kept) = current.iter().find(|e| e.address == address) {
                 next.push(kept.clone());
@@ -789,8 +794,21 @@ impl State {
             }
             match self.channel_for(&address) {
                 Ok(channel) => next.push(Arc::new(self.new_endpoint(address, channel))),
-                Err(e) => tracing::warn!(target = %self.target, error = %e, "endpoint skipped"),
+                Err(e) => {
+                    tracing::warn!(target = %self.target, error = %e, "endpoint skipped");
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if next.is_empty() {
+            return Err(DiscoveryError::new(
+                ErrorKind::NoEndpoints,
+                self.target.as_str(),
+                format!(
+                    "none of the {found} addresses found can be used: {}",
+                    first_error.unwrap_or_default()
+                ),
+            ));
         }
         let added: Vec<String> = next
             .iter()
@@ -805,6 +823,7 @@ impl State {
         *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(next);
         self.generation.send_modify(|g| *g += 1);
         tracing::info!(target = %self.target, ?added, ?removed, "endpoints changed");
+        Ok(())
     }
 }
 
@@ -812,13 +831,15 @@ impl Report for State {
     fn report(&self, result: Result<Vec<Address>, DiscoveryError>) {
         let kept = self.snapshot().len();
         let error = match result {
-            Ok(addresses) if !addresses.is_empty() => {
-                self.apply(addresses);
-                let mut r = self.resolution.lock().unwrap_or_else(|p| p.into_inner());
-                r.last_update = Some(Instant::now());
-                r.last_error = None;
-                None
-            }
+            Ok(addresses) if !addresses.is_empty() => match self.apply(addresses) {
+                Ok(()) => {
+                    let mut r = self.resolution.lock().unwrap_or_else(|p| p.into_inner());
+                    r.last_update = Some(Instant::now());
+                    r.last_error = None;
+                    None
+                }
+                Err(e) => Some(e),
+            },
             Ok(_) => Some(DiscoveryError::new(
                 ErrorKind::NoEndpoints,
                 self.target.as_str(),

@@ -702,3 +702,55 @@ async fn every_attempt_carries_the_callers_extensions() {
     }
     assert_eq!(flaky.total.load(Ordering::SeqCst), 4);
 }
+
+/// Time spent waiting for a bulkhead slot counts against the call's deadline: a caller's
+/// `set_timeout` bounds the whole call, queue included.
+#[tokio::test]
+async fn a_wait_in_the_bulkhead_counts_against_the_deadline() {
+    let (flaky, channel) = server().await;
+    let c = client(
+        channel,
+        r#"
+[".test.flaky.v1.FlakyService.Lookup"]
+max_concurrent = 1
+max_wait_ms = 5000
+timeout_ms = 5000
+"#,
+    );
+    // One call holds the only slot for 1 s.
+    let holder = tokio::spawn({
+        let c = c.clone();
+        async move { c.lookup(req("holder", |r| r.delay_ms = 1_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // 300 ms of deadline, all of it spent in the queue: refused when it runs out, not
+    // after max_wait_ms.
+    let mut short = Request::new(req("short", |_| {}));
+    short.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = c.lookup(short).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(is_bulkhead_rejection(&status), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1_500),
+        "waited {took:?} for a 300 ms deadline"
+    );
+
+    // 900 ms of deadline: about 650 ms in the queue, the rest for a 1 s answer; the call
+    // ends at its deadline, not 900 ms after it got the slot.
+    let mut long = Request::new(req("long", |r| r.delay_ms = 1_000));
+    long.set_timeout(Duration::from_millis(900));
+    let started = Instant::now();
+    let status = c.lookup(long).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        took >= Duration::from_millis(850) && took < Duration::from_millis(1_300),
+        "ended {took:?} after the start of a 900 ms deadline"
+    );
+    holder.await.unwrap().unwrap();
+    // The caller's budget ran out, not the dependency: nothing counted against it.
+    assert_eq!(c.breaker("Lookup").unwrap().consecutive_failures(), 0);
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 2, "holder and long");
+}
