@@ -85,7 +85,7 @@ where
         let hedge_timer = tokio::time::sleep(hedging.delay());
         let deadline_timer = tokio::time::sleep_until(deadline_at);
         tokio::pin!(hedge_timer, deadline_timer);
-        let mut last_failure: Option<Status> = None;
+        let mut last_failure: Option<(Status, Outcome)> = None;
 
         loop {
             let event = std::future::poll_fn(|cx| {
@@ -119,7 +119,7 @@ where
                         // A definite answer: the attempts still in flight are cancelled.
                         return Err(Ended::after(status, outcome, Some(message)));
                     }
-                    last_failure = Some(status);
+                    last_failure = Some((status, outcome));
                     if hedging_on && sent < max_attempts {
                         // Send the next hedge now rather than after the delay.
                         hedge_timer.as_mut().reset(tokio::time::Instant::now());
@@ -142,10 +142,14 @@ where
                 }
                 Event::Hedge => {
                     let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
-                    let permit = if left.is_zero() || !method.retry_budget().try_withdraw() {
+                    // The breaker first: a token is spent only on a hedge that is sent.
+                    let permit = if left.is_zero() {
                         None
                     } else {
-                        breaker.try_acquire_owned().ok()
+                        breaker
+                            .try_acquire_owned()
+                            .ok()
+                            .filter(|_| method.retry_budget().try_withdraw())
                     };
                     match permit {
                         Some(permit) => {
@@ -169,8 +173,12 @@ where
             }
         }
         // Every attempt failed with a non-fatal code and no hedge is left.
-        let status = last_failure.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-        let outcome = method.classifier().classify_status(&status);
+        // Its outcome is the one recorded for it (a caller's budget included).
+        let (status, outcome) = last_failure.unwrap_or_else(|| {
+            let status = Status::unavailable("no attempt was made");
+            let outcome = method.classifier().classify_status(&status);
+            (status, outcome)
+        });
         Err(Ended::after(status, outcome, Some(message)))
     }
 }

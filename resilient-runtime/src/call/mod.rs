@@ -15,7 +15,8 @@
 //! all attempts; each attempt gets the smaller of its own timeout and what is left.
 //! Unary and client-streaming calls send it to the server as `grpc-timeout`. When the
 //! deadline that passed was the caller's rather than the RPC's own, the attempt's outcome
-//! is *ignored*: the caller ran out of time; the dependency did not fail.
+//! is *ignored*: the caller ran out of time; the dependency did not fail. So is a retry's
+//! that got only what earlier attempts left of the deadline.
 //!
 //! Every attempt carries the caller's metadata and request extensions.
 //!
@@ -34,8 +35,8 @@
 //!
 //! **Bulkheads**: a call over the RPC's concurrency limit waits up to its `max_wait`,
 //! then fails at once with `RESOURCE_EXHAUSTED` naming the bulkhead. The wait counts
-//! against the call's deadline and never outlasts it; a dependency then given less than
-//! its timeout is judged as under a caller's budget (a deadline it misses is ignored).
+//! against the call's deadline and never outlasts it. The slot is given back before a
+//! fallback runs.
 //!
 //! **Fallbacks**: when the call is rejected by an open circuit, times out, or fails, and
 //! the policy sends that cause to the fallback (`FallbackMode`), the fallback's answer is
@@ -100,21 +101,17 @@ impl Deadline {
     }
 
     /// The deadline of a call about to start, or how it ends when the caller's deadline
-    /// has already passed. `queued`: what was left of it after a wait in the bulkhead
-    /// (the dependency then gets less than its timeout, like under a caller's budget).
+    /// has already passed. `queued`: what was left of it after a wait in the bulkhead.
     fn for_call<M>(
         method: &MethodRuntime,
         metadata: &MetadataMap,
         queued: Option<Duration>,
     ) -> Result<Deadline, Ended<M>> {
         let mut deadline = Deadline::of(method, metadata);
-        if let Some(left) = queued
-            && left < deadline.total
-        {
-            deadline = Deadline {
-                total: left,
-                set_by_caller: true,
-            };
+        if let Some(left) = queued {
+            // A full bulkhead is most often the dependency's slowness: a deadline cut by
+            // the wait is still the dependency's to miss.
+            deadline.total = deadline.total.min(left);
         }
         if deadline.total.is_zero() {
             return Err(Ended::Other(Status::deadline_exceeded(
@@ -248,6 +245,9 @@ where
                 .map_or(left, |t| t.min(left));
             // the last attempt, or the deadline's own end, is where the caller's budget binds
             let binding = attempt_deadline == left;
+            // An attempt cut short by the deadline is not judged on a deadline it misses:
+            // the caller's budget, or what earlier attempts left of the RPC's own.
+            let short_budget = binding && (deadline.set_by_caller || attempt > 1);
             let may_retry = attempt < max_attempts;
             let mut req = Request::from_parts(
                 for_attempt(&mut metadata, may_retry),
@@ -264,7 +264,7 @@ where
                 Ok(Ok(response)) => return Ok((response, permit)),
                 Ok(Err(status)) if !is_client_timeout(&status) => status,
                 _elapsed => {
-                    record_timeout(method, permit, binding && deadline.set_by_caller);
+                    record_timeout(method, permit, short_budget);
                     let code_retryable =
                         retry.is_some_and(|r| r.retryable.contains(Code::DeadlineExceeded));
                     if !binding
@@ -276,11 +276,17 @@ where
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    let cause = timeout_cause(breaker, deadline.total);
+                    // the attempt's own timeout, when that is what passed
+                    let passed = if binding {
+                        deadline.total
+                    } else {
+                        attempt_deadline
+                    };
+                    let cause = timeout_cause(breaker, passed);
                     return Err(Ended::Timeout(cause, message.take()));
                 }
             };
-            let outcome = record_status(method, permit, &status, binding && deadline.set_by_caller);
+            let outcome = record_status(method, permit, &status, short_budget);
             let retryable = retry.is_some_and(|r| r.retryable.contains(status.code()))
                 && another_attempt_may_differ(&status);
             if may_retry
@@ -410,7 +416,10 @@ where
             permit.record(Outcome::Success);
             Ok(response)
         }
-        Err(ended) => settle(method.breaker(), mode, ended, fallback).await,
+        Err(ended) => {
+            drop(slot);
+            settle(method.breaker(), mode, ended, fallback).await
+        }
     }
 }
 
@@ -439,7 +448,10 @@ where
             let slot = slot.permit;
             Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier, slot)))
         }
-        Err(ended) => settle(method.breaker(), mode, ended, fallback).await,
+        Err(ended) => {
+            drop(slot);
+            settle(method.breaker(), mode, ended, fallback).await
+        }
     }
 }
 
@@ -535,7 +547,10 @@ where
             permit.record(Outcome::Success);
             Ok(response)
         }
-        Err(ended) => settle(method.breaker(), mode, ended, |(), c| fallback(c)).await,
+        Err(ended) => {
+            drop(slot);
+            settle(method.breaker(), mode, ended, |(), c| fallback(c)).await
+        }
     }
 }
 
@@ -562,7 +577,10 @@ where
             let slot = slot.permit;
             Ok(response.map(|s| ResilientStreaming::tracked(s, permit, classifier, slot)))
         }
-        Err(ended) => settle(method.breaker(), mode, ended, |(), c| fallback(c)).await,
+        Err(ended) => {
+            drop(slot);
+            settle(method.breaker(), mode, ended, |(), c| fallback(c)).await
+        }
     }
 }
 

@@ -83,12 +83,19 @@ impl<T> ResilientStreaming<T> {
         }
     }
 
-    /// The trailers, once the stream has ended (tonic streams only; `None` otherwise).
+    /// The trailers (tonic streams only; `None` otherwise). Like tonic's, it reads and
+    /// drops the messages left first; the stream's terminal status is then recorded, as
+    /// at its end.
     pub async fn trailers(&mut self) -> Result<Option<tonic::metadata::MetadataMap>, Status> {
-        match &mut self.source {
-            Source::Tonic(s) => s.trailers().await,
-            _ => Ok(None),
+        let Source::Tonic(s) = &mut self.source else {
+            return Ok(None);
+        };
+        let trailers = s.trailers().await;
+        match &trailers {
+            Ok(_) => self.finish(None),
+            Err(status) => self.finish(Some(status)),
         }
+        trailers
     }
 
     fn finish(&mut self, outcome: Option<&Status>) {

@@ -278,6 +278,7 @@ impl ConsulResolver {
         let mut index = 0u64;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut last_start: Option<Instant> = None;
+        let mut told_no_index = false;
         loop {
             if let Some(t) = last_start {
                 tokio::time::sleep_until(crate::clock::later(t, self.min_interval)).await;
@@ -286,6 +287,15 @@ impl ConsulResolver {
             match self.query(index).await {
                 Ok((addresses, returned)) => {
                     backoff.reset();
+                    if returned.is_none() && !told_no_index {
+                        told_no_index = true;
+                        tracing::warn!(
+                            agent = %self.agent,
+                            interval_ms = self.min_interval.as_millis() as u64,
+                            "Consul answered without X-Consul-Index (a proxy that drops it?): \
+                             queries cannot block, so the pool polls every interval_ms"
+                        );
+                    }
                     index = next_index(index, returned);
                     ctx.sink.report(Ok(addresses));
                 }

@@ -732,3 +732,88 @@ async fn with_interceptor_wraps_the_transport_like_tonics() {
     assert_eq!(breaker.state(), CircuitBreakerState::Closed);
     assert_eq!(breaker.consecutive_failures(), 0);
 }
+
+/// `trailers()` reads what is left of the stream, as tonic's does; the stream's end, or
+/// its error, is then recorded, as reading to the end would.
+#[tokio::test]
+async fn reading_the_trailers_records_the_streams_end() {
+    let server = start().await;
+    let c = client(server.url()).await;
+    let breaker = c.breaker("Expand").unwrap().clone();
+
+    let mut broken = c
+        .expand(with("s", |r| {
+            r.count = 5;
+            r.fail_after = 2;
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(broken.message().await.unwrap().unwrap().index, 0);
+    let status = broken.trailers().await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(breaker.consecutive_failures(), 1, "the error is recorded");
+
+    let mut whole = c
+        .expand(with("s", |r| r.count = 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(whole.message().await.unwrap().unwrap().index, 0);
+    assert!(whole.trailers().await.is_ok());
+    assert_eq!(
+        breaker.consecutive_failures(),
+        0,
+        "the clean end is a success"
+    );
+}
+
+/// Answers slowly, as a fallback that fetches from a cache far away.
+struct SlowCache;
+
+impl EchoServiceFallback for SlowCache {
+    async fn echo(
+        &self,
+        request: EchoRequest,
+        _cause: FallbackCause,
+    ) -> Result<Response<EchoReply>, Status> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Response::new(EchoReply {
+            message: format!("cached {}", request.message),
+            index: 0,
+        }))
+    }
+}
+
+/// A fallback runs without the call's bulkhead slot: a slow fallback serving an open
+/// circuit does not make later calls find the bulkhead full.
+#[tokio::test]
+async fn a_fallback_runs_without_the_bulkhead_slot() {
+    let server = start().await;
+    let config = resilient_runtime::config::RuntimeConfig::from_toml_str(
+        "test.toml",
+        "[\".test.echo.v1.EchoService.Echo\"]\nmax_concurrent = 1\n",
+    )
+    .unwrap();
+    let spec = EchoServiceResilientClient::<tonic::transport::Channel>::spec();
+    let runtime = resilient_runtime::client::ServiceRuntime::resolve(
+        spec,
+        resilient_runtime::Environment::Production,
+        Some(&config),
+    )
+    .unwrap();
+    let raw = EchoServiceClient::connect(server.url()).await.unwrap();
+    let c = EchoServiceResilientClient::with_runtime(raw, runtime).with_fallback(SlowCache);
+    c.breaker("Echo").unwrap().force_open();
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.echo(req(&format!("m{i}"))).await })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = call.await.unwrap().unwrap().into_inner();
+        assert_eq!(reply.message, format!("cached m{i}"));
+    }
+    assert_eq!(server.hits.echo(), 0);
+}

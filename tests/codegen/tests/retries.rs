@@ -754,3 +754,37 @@ timeout_ms = 5000
     assert_eq!(c.breaker("Lookup").unwrap().consecutive_failures(), 0);
     assert_eq!(flaky.total.load(Ordering::SeqCst), 2, "holder and long");
 }
+
+/// A retry that gets only what the first attempt left of the RPC's deadline is not
+/// judged on missing it: the first attempt's failure counts, the squeezed retry does not.
+#[tokio::test]
+async fn a_retry_cut_short_by_the_deadline_is_not_counted_when_it_times_out() {
+    let (flaky, channel) = server().await;
+    let c = client(
+        channel,
+        r#"
+[".test.flaky.v1.FlakyService"]
+failure_threshold = 1000
+max_attempts = 3
+initial_backoff_ms = 1
+max_backoff_ms = 1
+timeout_ms = 400
+"#,
+    );
+    // Each attempt answers after 300 ms; the first with UNAVAILABLE. The retry has about
+    // 100 ms left of the 400 ms deadline.
+    let status = c
+        .lookup(req("squeezed", |r| {
+            r.fail_times = 1;
+            r.delay_ms = 300;
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(flaky.total.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        c.breaker("Lookup").unwrap().consecutive_failures(),
+        1,
+        "the UNAVAILABLE only"
+    );
+}

