@@ -127,14 +127,19 @@ where
                         break;
                     }
                 }
-                // tonic's own deadline (the grpc-timeout it was given) fired for this one.
-                Event::Answered(..) | Event::Deadline => {
-                    // One timeout for the call, whichever attempt carries it.
-                    let mut attempts = in_flight.drain(..);
-                    if let Some(first) = attempts.next() {
-                        record_timeout(method, first.permit, deadline.set_by_caller);
+                // tonic's own deadline (the grpc-timeout it was given) fired for this one,
+                // or the call's: one timeout for the call, carried by the attempt whose
+                // deadline fired (the first sent, for the call's), the others ignored.
+                event @ (Event::Answered(..) | Event::Deadline) => {
+                    let i = match event {
+                        Event::Answered(i, _) => i,
+                        _ => 0,
+                    };
+                    if i < in_flight.len() {
+                        let timed_out = in_flight.swap_remove(i);
+                        record_timeout(method, timed_out.permit, deadline.set_by_caller);
                     }
-                    for other in attempts {
+                    for other in in_flight.drain(..) {
                         other.permit.record(Outcome::Ignored);
                     }
                     let cause = timeout_cause(breaker, deadline.total);
