@@ -91,7 +91,10 @@ pub struct PolicyOverride {
 
 /// The `fallback` value: a switch or a list of causes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "true, false, or a list of causes among \"open\", \"timeout\" and \"failure\""
+)]
 pub enum FallbackSetting {
     /// `true`: open and timeout; `false`: never.
     Switch(bool),
@@ -543,6 +546,15 @@ mode = "metrics_only"
 
         let e = err("not toml at all [");
         assert!(e.key().starts_with("resilient.toml:1"), "{e}");
+
+        // a fallback that is neither a switch nor a list says what it may be
+        let e = err("[\".a\"]\nfallback = \"yes\"\n");
+        assert!(e.key().ends_with("fallback"), "{e}");
+        assert!(
+            e.message()
+                .contains("true, false, or a list of causes among \"open\", \"timeout\""),
+            "{e}"
+        );
     }
 
     #[test]
