@@ -338,20 +338,15 @@ fn closing_run(bytes: &[u8], len: usize) -> Option<usize> {
 fn escape_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     let mut previous: Option<char> = None;
-    let mut chars = text.char_indices();
-    while let Some((at, c)) = chars.next() {
+    // `at`: the byte where the text not yet written starts.
+    let mut at = 0;
+    while let Some(c) = text[at..].chars().next() {
         let rest = &text[at..];
         let escaped = previous == Some('\\');
-        // Skips the rest of a piece already written, from just after `c`.
-        let skip_to = |end: usize, chars: &mut std::str::CharIndices<'_>| {
-            while chars.clone().next().is_some_and(|(next, _)| next < end) {
-                chars.next();
-            }
-        };
         if c == '<' && !escaped {
             if let Some(len) = autolink_len(rest) {
                 out.push_str(&rest[..len]);
-                skip_to(at + len, &mut chars);
+                at += len;
                 previous = Some('>');
                 continue;
             }
@@ -361,6 +356,7 @@ fn escape_text(text: &str) -> String {
                 .is_some_and(|n| n.is_ascii_alphabetic() || n == '/' || n == '!')
             {
                 out.push_str("\\<");
+                at += 1;
                 previous = Some(c);
                 continue;
             }
@@ -375,7 +371,7 @@ fn escape_text(text: &str) -> String {
             out.push('<');
             out.push_str(url);
             out.push('>');
-            skip_to(at + url.len(), &mut chars);
+            at += url.len();
             previous = url.chars().next_back();
             continue;
         }
@@ -390,12 +386,13 @@ fn escape_text(text: &str) -> String {
                 out.push_str("\\[");
                 out.push_str(&rest[1..close]);
                 out.push_str("\\]");
-                skip_to(at + close + 1, &mut chars);
+                at += close + 1;
                 previous = Some(']');
                 continue;
             }
         }
         out.push(c);
+        at += c.len_utf8();
         previous = Some(c);
     }
     out
