@@ -39,21 +39,18 @@ pub(crate) fn by_id(id: u64) -> Option<CircuitBreaker> {
 
 /// Every live breaker, oldest first.
 pub fn all() -> Vec<CircuitBreaker> {
-    breakers()
-        .values()
-        .filter_map(Weak::upgrade)
-        .map(CircuitBreaker::from_inner)
-        .collect()
+    // Only upgrades happen under the lock; nothing upgraded is dropped before it is released.
+    let live: Vec<Arc<Inner>> = breakers().values().filter_map(Weak::upgrade).collect();
+    live.into_iter().map(CircuitBreaker::from_inner).collect()
 }
 
 /// The live breakers labelled with `service` and `rpc` (newest last).
 pub fn find(service: &str, rpc: &str) -> Vec<CircuitBreaker> {
-    breakers()
-        .values()
-        .filter_map(Weak::upgrade)
-        .filter(|b| b.service() == service && b.rpc() == rpc)
-        .map(CircuitBreaker::from_inner)
-        .collect()
+    // Filter after the lock is released: a breaker upgraded here may be the last handle
+    // (its owner dropped it meanwhile), and dropping it unregisters, which locks again.
+    let mut found = all();
+    found.retain(|b| b.service() == service && b.rpc() == rpc);
+    found
 }
 
 /// Adds an observer to every breaker built from now on (metrics exporters use this).

@@ -739,3 +739,64 @@ fn transitions_are_traced_with_name_and_reason() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The process-wide registry.
+
+/// `registry::find` upgrades every live breaker; when the owner drops one meanwhile, the
+/// finder holds the last handle, and dropping it unregisters. That must not happen while
+/// the registry is locked (it used to hang the process). Bounded: 2 s of churn, and the
+/// watchdog fails the test if either thread makes no progress for 5 s.
+#[test]
+fn finding_breakers_while_others_are_dropped_never_hangs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let finds = Arc::new(AtomicU64::new(0));
+    let drops = Arc::new(AtomicU64::new(0));
+    let finder = {
+        let (stop, finds) = (stop.clone(), finds.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = resilient_runtime::registry::find("registry-churn", "none");
+                finds.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let dropper = {
+        let (stop, drops) = (stop.clone(), drops.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let cb = CircuitBreaker::builder(CircuitBreakerConfig::default())
+                    .labels("registry-churn", "rpc")
+                    .build()
+                    .unwrap();
+                drop(cb);
+                drops.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let start = Instant::now();
+    let (mut last, mut since) = ((0, 0), Instant::now());
+    while start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = (finds.load(Ordering::Relaxed), drops.load(Ordering::Relaxed));
+        if now.0 != last.0 && now.1 != last.1 {
+            (last, since) = (now, Instant::now());
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "registry stuck after {now:?} (finds, drops)"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(finder.is_finished() && dropper.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "registry stuck: a thread did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finder.join().unwrap();
+    dropper.join().unwrap();
+}
