@@ -1,4 +1,4 @@
-//! Exhaustive interleavings of concurrent probes, with loom:
+//! Exhaustive interleavings of concurrent probes and outcomes, with loom:
 //! `RUSTFLAGS="--cfg resilient_loom" cargo test -p resilient-runtime --no-default-features --test loom --release`
 #![cfg(resilient_loom)]
 
@@ -83,5 +83,30 @@ fn releases_and_verdicts_racing_admissions_never_exceed_the_limit() {
         assert_eq!(max_seen.load(Ordering::SeqCst), 1);
         assert_eq!(cb.state(), CircuitBreakerState::HalfOpen);
         assert_eq!(cb.probes_in_flight(), 0);
+    });
+}
+
+/// A closed breaker with a streak of two failures (threshold 4): one thread records a
+/// success while another records a failure, then one more failure follows. Every order
+/// of the racing pair leaves the streak at two at most, so the circuit stays closed; a
+/// success that loses its race to a failure must not be dropped.
+#[test]
+fn a_success_racing_a_failure_is_never_lost() {
+    loom::model(|| {
+        let cb = CircuitBreaker::builder(CircuitBreakerConfig {
+            failure_threshold: 4,
+            ..Default::default()
+        })
+        .clock(FakeClock::new())
+        .build()
+        .unwrap();
+        cb.try_acquire().unwrap().record(Outcome::Failure);
+        cb.try_acquire().unwrap().record(Outcome::Failure);
+        let other = cb.clone();
+        let t = loom::thread::spawn(move || other.try_acquire().unwrap().record(Outcome::Success));
+        cb.try_acquire().unwrap().record(Outcome::Failure);
+        t.join().unwrap();
+        cb.try_acquire().unwrap().record(Outcome::Failure);
+        assert_eq!(cb.state(), CircuitBreakerState::Closed);
     });
 }

@@ -615,14 +615,19 @@ impl Core {
     /// does when the breaker has no window.
     #[inline]
     pub(crate) fn clear_failures(&self, generation_of_call: u64) {
-        let v = self.failures.load(Ordering::Relaxed);
-        if v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
-            let _ = self.failures.compare_exchange(
+        let mut v = self.failures.load(Ordering::Relaxed);
+        // A failure counted meanwhile makes the exchange fail; try again, or the success
+        // would be lost and the streak would run on across it.
+        while v & COUNT_MASK != 0 && v & !COUNT_MASK == tag(generation_of_call) {
+            match self.failures.compare_exchange_weak(
                 v,
                 tag(generation_of_call),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
-            );
+            ) {
+                Ok(_) => return,
+                Err(current) => v = current,
+            }
         }
     }
 
