@@ -663,14 +663,6 @@ impl Inner {
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
-
-    pub(crate) fn service(&self) -> &str {
-        &self.service
-    }
-
-    pub(crate) fn rpc(&self) -> &str {
-        &self.rpc
-    }
 }
 
 /// `nanos` as a retry-after, `u64::MAX` meaning not known.
