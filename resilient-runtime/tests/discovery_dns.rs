@@ -248,6 +248,46 @@ async fn srv_records_name_targets_and_ports() {
     assert_eq!(reps[2].hits(), 0);
 }
 
+/// A pool whose name had no records yet (a headless Service before its first pod is
+/// ready) does not wait a whole refresh interval once records appear: a call that finds
+/// no endpoint asks for a re-resolution, and so does an empty answer, with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_pool_looks_again_soon_with_or_without_calls() {
+    let (port, reps) = replicas(&[2]);
+    let dns = Dns::start(ZONE).await;
+    let quiet = "quiet.nova.svc.cluster.local.";
+    // A refresh interval far longer than the test.
+    let called = builder(&dns, NAME, Some(port), Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let idle = builder(&dns, quiet, Some(port), Duration::from_secs(600))
+        .build()
+        .unwrap();
+    called.ready().await;
+    idle.ready().await;
+    assert!(check(&called, CALL).await.is_err());
+    dns.set_a(NAME, &[ip(2)]).await;
+    dns.set_a(quiet, &[ip(2)]).await;
+
+    let started = Instant::now();
+    let mut failed = 0;
+    while check(&called, CALL).await.is_err() {
+        failed += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{failed} calls failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reps[0].hits(), 1);
+    // Nobody calls the other pool: its own backoff (1 s, 2 s, ...) finds the records.
+    let seen = eventually(Duration::from_secs(8), || {
+        addresses(&idle) == at(port, &[2])
+    })
+    .await;
+    assert!(seen.is_some(), "the idle pool never resolved again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_triggers_an_early_re_resolution() {
     let (port, mut reps) = replicas(&[2, 3]);

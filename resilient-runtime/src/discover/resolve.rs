@@ -110,17 +110,29 @@ impl Resolver {
 
 /// Resolves every `interval × U[0.8, 1]` (the jitter only shortens the wait, so a
 /// change is seen within one interval), and early when the pool asks, but never twice
-/// within `min_interval`.
+/// within `min_interval`. After an error or an empty answer it tries again sooner, with
+/// backoff from one second (or `min_interval`, if longer) up to the interval: a pool
+/// with nothing to call does not wait a whole interval for the first replica.
 #[allow(dead_code)] // unused without the dns feature
 pub(crate) async fn poll_loop<F, Fut>(ctx: &Context, mut resolve: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Vec<Address>, DiscoveryError>>,
 {
+    let first_retry = ctx.refresh.min_interval.max(Duration::from_secs(1));
+    let mut backoff = Backoff::new(first_retry, ctx.refresh.interval.max(first_retry));
     loop {
         let started = Instant::now();
-        ctx.sink.report(resolve().await);
-        let wait = ctx.refresh.interval.mul_f64(0.8 + 0.2 * fastrand::f64());
+        let result = resolve().await;
+        let found_nothing = result.as_ref().map_or(true, Vec::is_empty);
+        ctx.sink.report(result);
+        let regular = ctx.refresh.interval.mul_f64(0.8 + 0.2 * fastrand::f64());
+        let wait = if found_nothing {
+            backoff.next_wait().min(regular)
+        } else {
+            backoff.reset();
+            regular
+        };
         if tokio::time::timeout(wait, ctx.re_resolve.notified())
             .await
             .is_ok()

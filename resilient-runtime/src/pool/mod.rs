@@ -658,7 +658,10 @@ impl State {
         }
     }
 
+    /// The error of a call that found no endpoint; asks the resolver to look again (at
+    /// most once per `min_re_resolve_interval`), as a failed call does.
     fn no_endpoints(&self) -> Status {
+        self.re_resolve.notify_one();
         let why = match self.resolution().last_error {
             Some(e) => e.message().to_string(),
             None if self.resolved_once() => "the resolver found no addresses".to_string(),
