@@ -27,10 +27,11 @@ const SERVICE: &str = "test.Load";
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// `test.Load/Call`: a unary call (health messages reused as payload) that counts its
-/// calls, apart from the health probes.
+/// calls, apart from the health probes, and answers UNAVAILABLE while told to fail.
 #[derive(Clone)]
 struct Load {
     hits: Arc<AtomicU64>,
+    fail: Arc<AtomicBool>,
 }
 
 impl tonic::server::NamedService for Load {
@@ -58,6 +59,10 @@ impl tower::Service<http::Request<Body>> for Load {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         self.hits.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            let refused = Status::unavailable("told to fail").into_http();
+            return Box::pin(async move { Ok(refused) });
+        }
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
             Ok(grpc.unary(Call, request).await)
@@ -69,6 +74,7 @@ impl tower::Service<http::Request<Body>> for Load {
 struct Replica {
     addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    fail: Arc<AtomicBool>,
     reporter: Option<HealthReporter>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -78,7 +84,11 @@ impl Replica {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let hits = Arc::new(AtomicU64::new(0));
-        let load = Load { hits: hits.clone() };
+        let fail = Arc::new(AtomicBool::new(false));
+        let load = Load {
+            hits: hits.clone(),
+            fail: fail.clone(),
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         let task = tokio::spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -94,6 +104,7 @@ impl Replica {
         Replica {
             addr,
             hits,
+            fail,
             reporter: with_health.then_some(reporter),
             task,
         }
@@ -380,6 +391,49 @@ async fn a_dead_endpoint_never_gets_a_user_call_and_no_health_service_means_serv
         assert_eq!(dead_info.requests, 0, "{mode:?}");
     }
     assert!(healthy.hits() >= 50 && without_health.hits() >= 50);
+}
+
+/// The ejection limit counts endpoints that their health check took out: when the only
+/// serving replica answers UNAVAILABLE for a moment, it is not ejected (which would put
+/// the pool in panic mode and send calls to the dead one), and once it answers again
+/// every call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejection_never_takes_the_last_healthy_endpoint_away() {
+    let (port, mut ls) = listeners(&[2, 3]);
+    let good = Replica::start(ls.remove(0), true);
+    good.set(ServingStatus::Serving).await;
+    let dead = ls.remove(0).local_addr().unwrap(); // listener dropped: connections refused
+    let target = format!("static:///127.0.0.2:{port},127.0.0.3:{port}");
+    let pool = Pool::builder(&target)
+        .health_check(HealthCheck {
+            service: SERVICE.into(),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(200),
+            mode: HealthMode::Check,
+        })
+        .build_resolved()
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&pool, dead),
+        (EndpointState::Unhealthy, Health::ProbeFailed)
+    );
+    good.fail.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        let status = call(&pool).await.expect_err("told to fail");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert_eq!(
+        state_of(&pool, good.addr),
+        (EndpointState::Active, Health::Serving),
+        "half of two endpoints is already out of rotation: no ejection"
+    );
+    good.fail.store(false, Ordering::SeqCst);
+    for _ in 0..20 {
+        call(&pool)
+            .await
+            .expect("every call goes to the serving replica");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

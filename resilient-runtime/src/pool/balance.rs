@@ -1,7 +1,8 @@
 //! Choosing an endpoint for one call: round-robin or power of two choices on in-flight
 //! calls, among the endpoints in rotation (not ejected, not unhealthy) that the call has
 //! not tried yet; while none is, among those whose health is not known yet, then among
-//! those the call has tried; when every one is out, among all of them (panic mode).
+//! those the call has tried; when every one is out of rotation, among the ejected ones
+//! whose health check does not say they are down, else among all of them (panic mode).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,7 +28,10 @@ pub(crate) enum Rank {
     /// In rotation, but an earlier attempt of the same call went there: a retry or a
     /// hedged attempt goes elsewhere while it can.
     Tried,
-    /// Ejected or unhealthy: used only when every endpoint is (panic mode).
+    /// Ejected for failing calls, but not reported unhealthy by its health check: when
+    /// every endpoint is out of rotation, these take the calls before those that are.
+    Ejected,
+    /// Unhealthy: used only when every endpoint is out of rotation (panic mode).
     Out,
 }
 
@@ -62,7 +66,8 @@ pub(crate) fn pick<C: Candidate>(
             at_best += 1;
         }
     }
-    // Panic mode when every endpoint is out: use them all.
+    // Panic mode when every endpoint is out of rotation: the ejected ones that are not
+    // unhealthy if any, else all of them.
     let everyone = best == Rank::Out || at_best == n;
     let eligible = if everyone { n } else { at_best };
     // The k-th eligible endpoint. The states may change between the count and this
@@ -216,6 +221,23 @@ mod tests {
         for h in hits {
             assert!((9_000..11_000).contains(&h), "{hits:?}");
         }
+    }
+
+    #[test]
+    fn panic_mode_prefers_ejected_endpoints_to_unhealthy_ones() {
+        let r = |rank| C { rank, load: 0 };
+        let turn = AtomicUsize::new(0);
+        let items = [
+            r(Rank::Out),
+            r(Rank::Ejected),
+            r(Rank::Out),
+            r(Rank::Ejected),
+        ];
+        let picks: Vec<usize> = (0..8)
+            .map(|_| pick(&items, 0, Balance::RoundRobin, &turn, rng()).unwrap())
+            .collect();
+        assert!(picks.iter().all(|i| matches!(i, 1 | 3)), "{picks:?}");
+        assert!(picks.contains(&1) && picks.contains(&3), "{picks:?}");
     }
 
     #[test]

@@ -12,9 +12,12 @@ use std::time::Duration;
 /// has answered well for a whole `base_time` after coming back, its count returns to
 /// zero.
 ///
-/// At most `max_ejected_percent` of the endpoints are ejected at once (at least one is
-/// always allowed). If every endpoint is ejected, the pool uses them all (panic mode):
-/// better a call that may fail than one refused for certain.
+/// An endpoint is ejected only while fewer than `max_ejected_percent` of the endpoints
+/// are out of rotation, whether ejected or reported down by their health check (at
+/// least one may always be ejected): failures seen by callers never take the last
+/// healthy share of a pool away. If every endpoint is out, the pool uses the ejected ones
+/// that their health check does not call down, else all of them (panic mode): better a
+/// call that may fail than one refused for certain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ejection {
     /// Failures in a row that eject an endpoint; 0 turns ejection off. Default: 3.
@@ -23,8 +26,9 @@ pub struct Ejection {
     pub base_time: Duration,
     /// The longest ejection. Default: 5 min.
     pub max_time: Duration,
-    /// The largest share of endpoints ejected at once, in percent (at least one
-    /// endpoint may always be ejected). Default: 50.
+    /// The largest share of endpoints out of rotation (ejected, or down by their health
+    /// check) that still allows an ejection, in percent (at least one endpoint may
+    /// always be ejected). Default: 50.
     pub max_ejected_percent: u8,
 }
 

@@ -540,12 +540,10 @@ pub(crate) struct State {
 
 impl Candidate for Arc<Endpoint> {
     fn rank(&self, now: u64) -> Rank {
-        if self.is_ejected(now) {
-            return Rank::Out;
-        }
         match self.health.get() {
-            Health::Pending => Rank::Pending,
             h if h.is_out() => Rank::Out,
+            _ if self.is_ejected(now) => Rank::Ejected,
+            Health::Pending => Rank::Pending,
             _ => Rank::Ready,
         }
     }
@@ -563,7 +561,7 @@ struct Routed<'a> {
 impl Candidate for Routed<'_> {
     fn rank(&self, now: u64) -> Rank {
         match self.endpoint.rank(now) {
-            Rank::Out => Rank::Out,
+            rank @ (Rank::Out | Rank::Ejected) => rank,
             _ if self.tried => Rank::Tried,
             rank => rank,
         }
@@ -684,9 +682,14 @@ impl State {
         let _decide = self.eject_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut outlier = endpoint.outlier();
         let ejected = outlier.on_failure(now, &self.ejection, || {
+            // Out of rotation already: ejected, or down by its health check. The limit
+            // keeps a share of the pool serving whichever way the others left it.
             let endpoints = self.snapshot();
-            let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
-            ejected < self.ejection.max_ejected(endpoints.len())
+            let out = endpoints
+                .iter()
+                .filter(|e| e.is_ejected(now) || e.health.get().is_out())
+                .count();
+            out < self.ejection.max_ejected(endpoints.len())
         });
         if let Some(until) = ejected {
             endpoint.ejected_until.store(until, Ordering::Release);
