@@ -95,7 +95,7 @@ replace_first() {
 }
 mutant "the design document's expression (errors per second, not a ratio)" \
     'sum by (service) (rate(service_errors_total[5m]))
-            / sum by (service) (rate(service_requests_total[5m]))
+            / (sum by (service) (rate(service_requests_total[5m])) > 0)
             > 0.1' \
     'rate(service_errors_total[5m]) > 0.1'
 mutant "HighServiceErrorRate with for: 2m" \
@@ -105,6 +105,14 @@ mutant "HighServiceErrorRate with for: 2m" \
     '        for: 2m
         labels:
           severity: warning'
+mutant "CircuitBreakerOpen on the state gauge alone" \
+    'circuit_breaker_state{state="open"} == 1
+            and ignoring (state) increase(circuit_breaker_rejected_calls_total[5m]) > 0
+            unless ignoring (state, mode) circuit_breaker_mode{mode!="normal"} == 1' \
+    'circuit_breaker_state{state="open"} == 1'
+mutant "HighServiceErrorRate dividing by zero requests" \
+    '/ (sum by (service) (rate(service_requests_total[5m])) > 0)' \
+    '/ sum by (service) (rate(service_requests_total[5m]))'
 mutant "CircuitBreakerOpen without for:" \
     '        for: 2m
         labels:

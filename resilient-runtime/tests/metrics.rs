@@ -219,7 +219,8 @@ fn a_scripted_outage_and_recovery_gives_exact_values() {
     assert_sample(&text, &transition("open", "half_open"), 2.0);
     assert_sample(&text, &transition("half_open", "open"), 1.0);
     assert_sample(&text, &transition("half_open", "closed"), 1.0);
-    assert_eq!(sample(&text, &transition("closed", "half_open")), None);
+    assert_sample(&text, &transition("closed", "half_open"), 0.0);
+    assert_eq!(sample(&text, &transition("closed", "closed")), None);
 
     // Every admitted call was timed: 11, all well under the last bound.
     assert_sample(
@@ -403,6 +404,75 @@ fn an_unlabelled_breaker_reports_its_name_as_service() {
 }
 
 #[test]
+fn modes_have_a_gauge_and_are_not_transitions_nor_resets() {
+    let metrics = Metrics::new();
+    let clock = FakeClock::new();
+    let cb = breaker(&metrics, &clock, "mode-svc", "Get");
+    let l = r#"service="mode-svc",rpc="Get""#;
+    let mode = |text: &str| {
+        [
+            "normal",
+            "forced_open",
+            "forced_closed",
+            "disabled",
+            "metrics_only",
+        ]
+        .map(|m| sample(text, &format!(r#"circuit_breaker_mode{{{l},mode="{m}"}}"#)))
+    };
+    let transition = |text: &str, from: &str, to: &str| {
+        sample(
+            text,
+            &format!(r#"circuit_breaker_transitions_total{{{l},from="{from}",to="{to}"}}"#),
+        )
+    };
+    // Before anything happened: normal, every change of state at 0.
+    let text = metrics.encode();
+    assert_eq!(mode(&text), [1.0, 0.0, 0.0, 0.0, 0.0].map(Some));
+    assert_eq!(transition(&text, "closed", "open"), Some(0.0));
+
+    // Metrics-only on a closed breaker: a mode, not a transition.
+    cb.metrics_only();
+    let text = metrics.encode();
+    assert_eq!(mode(&text), [0.0, 0.0, 0.0, 0.0, 1.0].map(Some));
+    assert_eq!(transition(&text, "closed", "closed"), None);
+    assert_eq!(transition(&text, "closed", "open"), Some(0.0));
+
+    // The shadow state machine opens; setting the same mode again keeps it open.
+    for _ in 0..3 {
+        call(&cb, Code::Unavailable).unwrap();
+    }
+    assert_eq!(cb.state(), CircuitBreakerState::Open);
+    cb.metrics_only();
+    assert_eq!(
+        cb.state(),
+        CircuitBreakerState::Open,
+        "a mode set again resets nothing"
+    );
+    assert_eq!(transition(&metrics.encode(), "closed", "open"), Some(1.0));
+
+    // Forced open: the mode gauge says so; forcing it again keeps its open time.
+    cb.force_open();
+    clock.advance(Duration::from_secs(4));
+    let left = cb.retry_after().unwrap();
+    cb.force_open();
+    assert_eq!(cb.retry_after(), Some(left));
+    assert_eq!(mode(&metrics.encode()), [0.0, 1.0, 0.0, 0.0, 0.0].map(Some));
+
+    // Disabled: statuses are not counted either (errors without requests would make an
+    // infinite error ratio).
+    cb.disable();
+    let errors = format!(r#"service_errors_total{{{l},code="UNAVAILABLE"}}"#);
+    let before = sample(&metrics.encode(), &errors).unwrap();
+    call(&cb, Code::Unavailable).unwrap();
+    let text = metrics.encode();
+    assert_eq!(sample(&text, &errors), Some(before));
+    assert_eq!(mode(&text), [0.0, 0.0, 0.0, 1.0, 0.0].map(Some));
+
+    cb.reset();
+    assert_eq!(mode(&metrics.encode()), [1.0, 0.0, 0.0, 0.0, 0.0].map(Some));
+}
+
+#[test]
 fn shadow_rejections_are_counted_apart() {
     let metrics = Metrics::new();
     let clock = FakeClock::new();
@@ -500,6 +570,7 @@ fn text_exposition_declares_every_family_once() {
     let text = metrics.encode();
     for (name, kind) in [
         ("circuit_breaker_state", "gauge"),
+        ("circuit_breaker_mode", "gauge"),
         ("circuit_breaker_consecutive_failures", "gauge"),
         ("circuit_breaker_transitions_total", "counter"),
         ("circuit_breaker_rejected_calls_total", "counter"),

@@ -435,6 +435,10 @@ impl CircuitBreaker {
     }
 
     /// Back to normal operation, closed, with every count cleared.
+    ///
+    /// The overrides above change nothing when the breaker is already in their mode (a
+    /// configuration applied again keeps a shadow state machine's counts); `reset`
+    /// always clears.
     pub fn reset(&self) {
         self.set_mode(Mode::Normal, CircuitBreakerState::Closed);
     }

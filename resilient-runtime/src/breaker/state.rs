@@ -113,6 +113,27 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order of the `circuit_breaker_mode` gauge's series.
+    pub const ALL: [Mode; 5] = [
+        Mode::Normal,
+        Mode::ForcedOpen,
+        Mode::ForcedClosed,
+        Mode::Disabled,
+        Mode::MetricsOnly,
+    ];
+
+    /// The name used in configuration and metrics: `normal`, `forced_open`,
+    /// `forced_closed`, `disabled`, `metrics_only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::ForcedOpen => "forced_open",
+            Mode::ForcedClosed => "forced_closed",
+            Mode::Disabled => "disabled",
+            Mode::MetricsOnly => "metrics_only",
+        }
+    }
+
     fn from_bits(word: u64) -> Self {
         match (word & MODE_MASK) >> MODE_SHIFT {
             0 => Mode::Normal,
@@ -844,6 +865,11 @@ impl Core {
     ) -> Option<Transition> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
+            if mode != Mode::Normal && Mode::from_bits(w) == mode {
+                // Already there: an override set again (a config reload) keeps its state
+                // (a shadow state machine's counts, a forced open's time).
+                return None;
+            }
             let next = next_word(w, state, mode, 0);
             if state == CircuitBreakerState::Open {
                 self.open_until.store(

@@ -20,6 +20,7 @@
 //! | metric | type | labels | what |
 //! |---|---|---|---|
 //! | `circuit_breaker_state` | gauge | service, rpc, state | 1 for the current state (`closed`, `open`, `half_open`), 0 for the other two |
+//! | `circuit_breaker_mode` | gauge | service, rpc, mode | 1 for the current mode (`normal`, `forced_open`, `forced_closed`, `disabled`, `metrics_only`), 0 for the others |
 //! | `circuit_breaker_consecutive_failures` | gauge | service, rpc | failures in a row in the current closed period |
 //! | `circuit_breaker_transitions_total` | counter | service, rpc, from, to | state changes |
 //! | `circuit_breaker_rejected_calls_total` | counter | service, rpc | calls refused by an open circuit |
@@ -34,7 +35,8 @@
 //! A breaker without labels reports its name as `service` and an empty `rpc`. Breakers
 //! that share labels (two clients of one service) share their counters, and their state
 //! gauge shows the worst state of the group (open, then half-open, then closed), so that
-//! `circuit_breaker_state{state="open"} == 1` holds while any of them is open.
+//! `circuit_breaker_state{state="open"} == 1` holds while any of them is open; their mode
+//! gauge shows an operator's override if any of them has one.
 //!
 //! Calls refused by an open circuit are not requests: they are counted in
 //! `circuit_breaker_rejected_calls_total` only. `service_errors_total` is fed by
@@ -570,6 +572,10 @@ impl Recorder {
 
 impl Observer for Recorder {
     fn on_transition(&self, event: &TransitionEvent<'_>) {
+        if event.from == event.to {
+            // A mode set without a change of state: `circuit_breaker_mode` shows it.
+            return;
+        }
         self.with(&event.breaker, |s| {
             s.transitions[state_index(event.from)][state_index(event.to)].fetch_add(1, Relaxed);
             if event.to == CircuitBreakerState::Open {
@@ -902,6 +908,24 @@ impl Collector for MetricsCollector {
         )?;
         family(
             &mut encoder,
+            "circuit_breaker_mode",
+            "Who decides the breaker's state: 1 for the current mode (normal, forced_open, forced_closed, disabled, metrics_only), 0 for the others.",
+            MetricType::Gauge,
+            &live,
+            |m, l| {
+                for mode in Mode::ALL {
+                    let labels = [
+                        ("service", l.service.as_str()),
+                        ("rpc", l.rpc.as_str()),
+                        ("mode", mode.as_str()),
+                    ];
+                    gauge(m, &labels, i64::from(l.mode == mode))?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut encoder,
             "circuit_breaker_consecutive_failures",
             "Failures in a row in the breaker's current closed period.",
             MetricType::Gauge,
@@ -915,11 +939,16 @@ impl Collector for MetricsCollector {
         let transitions: Vec<_> = series
             .iter()
             .flat_map(|s| {
+                // Every change of state from the first scrape on, at zero until it
+                // happens, so that `increase()` sees the first opening.
                 STATES.iter().flat_map(move |&from| {
-                    STATES.iter().filter_map(move |&to| {
-                        let n = s.transitions[state_index(from)][state_index(to)].load(Relaxed);
-                        (n > 0).then_some((s, from, to, n))
-                    })
+                    STATES
+                        .iter()
+                        .filter(move |&&to| to != from)
+                        .map(move |&to| {
+                            let n = s.transitions[state_index(from)][state_index(to)].load(Relaxed);
+                            (s, from, to, n)
+                        })
                 })
             })
             .collect();

@@ -55,7 +55,9 @@ impl CircuitBreaker {
     ///
     /// Generated clients call it once per completed call (for a stream, when it ends),
     /// `OK` included, so that error ratios have the right denominator. Call it yourself
-    /// when you drive a breaker by hand around tonic calls.
+    /// when you drive a breaker by hand around tonic calls. A [disabled](Self::disable)
+    /// breaker records nothing, statuses included, so that errors are never counted
+    /// against requests that were not.
     ///
     /// ```
     /// use resilient_runtime::{CircuitBreaker, CircuitBreakerConfig};
@@ -68,7 +70,7 @@ impl CircuitBreaker {
     /// ```
     pub fn notify_status(&self, code: Code) {
         let observers = self.observers();
-        if observers.is_empty() {
+        if observers.is_empty() || self.mode() == crate::breaker::Mode::Disabled {
             return;
         }
         let event = StatusEvent {
