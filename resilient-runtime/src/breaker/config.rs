@@ -62,7 +62,8 @@ impl Default for CircuitBreakerConfig {
 pub enum SlidingWindow {
     /// The last N calls (1 ..= 100 000).
     Count(u32),
-    /// The calls of the last duration, in one-second buckets (1 s ..= 1 h).
+    /// The calls of the last duration, in one-second buckets: a whole number of seconds,
+    /// 1 s ..= 1 h.
     Time(Duration),
 }
 
@@ -227,14 +228,34 @@ impl CircuitBreakerConfig {
                 ));
             }
             Some(SlidingWindow::Time(d))
-                if d < Duration::from_secs(1) || d > Duration::from_secs(3600) =>
+                if d < Duration::from_secs(1)
+                    || d > Duration::from_secs(3600)
+                    || d.subsec_nanos() != 0 =>
             {
                 return Err(ConfigError::new(
                     "sliding_window",
-                    "a time window lasts between 1 s and 1 h",
+                    format!(
+                        "a time window lasts a whole number of seconds between 1 s and 1 h \
+                         (it counts in one-second buckets), got {d:?}"
+                    ),
                 ));
             }
             _ => {}
+        }
+        let rates =
+            self.failure_rate_threshold.is_some() || self.slow_call_rate_threshold.is_some();
+        if rates
+            && let Some(SlidingWindow::Count(n)) = self.sliding_window
+            && self.minimum_calls > n
+        {
+            return Err(ConfigError::new(
+                "minimum_calls",
+                format!(
+                    "is {}, more than the {n} calls the count window holds: the rate would \
+                     never be checked; lower it to {n} or less, or widen the window",
+                    self.minimum_calls
+                ),
+            ));
         }
         for (field, rate) in [
             ("failure_rate_threshold", self.failure_rate_threshold),
@@ -263,6 +284,18 @@ impl CircuitBreakerConfig {
         }
         if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("slow_call_duration", "must be above zero"));
+        }
+        if self.slow_call_rate_threshold.is_some()
+            && let (Some(slow), Some(deadline)) = (self.slow_call_duration, self.call_timeout)
+            && slow >= deadline
+        {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                format!(
+                    "is {slow:?}, not below call_timeout ({deadline:?}): a call ends at its \
+                     deadline, so none would count as slow; set it below call_timeout"
+                ),
+            ));
         }
         if let Some(b) = self.open_backoff {
             if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
@@ -305,9 +338,12 @@ impl CircuitBreakerConfig {
         c.half_open_max_calls = c.half_open_max_calls.clamp(1, MAX_PROBES);
         c.sliding_window = match c.sliding_window {
             Some(SlidingWindow::Count(n)) => Some(SlidingWindow::Count(n.clamp(1, 100_000))),
-            Some(SlidingWindow::Time(d)) => Some(SlidingWindow::Time(
-                d.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
-            )),
+            Some(SlidingWindow::Time(d)) => {
+                let whole = Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                Some(SlidingWindow::Time(
+                    whole.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                ))
+            }
             None => None,
         };
         let ok_rate = |r: &f64| *r > 0.0 && *r <= 1.0;
@@ -318,8 +354,16 @@ impl CircuitBreakerConfig {
             c.failure_rate_threshold = None;
             c.slow_call_rate_threshold = None;
         }
-        if c.slow_call_duration.is_none() {
+        if c.slow_call_duration.is_none()
+            || c.slow_call_duration
+                .zip(c.call_timeout)
+                .is_some_and(|(s, t)| s >= t)
+        {
+            // No call could ever count as slow: the same as no slow-call rate.
             c.slow_call_rate_threshold = None;
+        }
+        if let Some(SlidingWindow::Count(n)) = c.sliding_window {
+            c.minimum_calls = c.minimum_calls.min(n);
         }
         if let Some(b) = &mut c.open_backoff {
             if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
@@ -505,6 +549,32 @@ mod tests {
                     ..base()
                 },
                 "sliding_window",
+            ),
+            (
+                CircuitBreakerConfig {
+                    sliding_window: Some(SlidingWindow::Time(Duration::from_millis(1500))),
+                    ..base()
+                },
+                "sliding_window",
+            ),
+            (
+                CircuitBreakerConfig {
+                    sliding_window: Some(SlidingWindow::Count(5)),
+                    failure_rate_threshold: Some(0.5),
+                    minimum_calls: 10,
+                    ..base()
+                },
+                "minimum_calls",
+            ),
+            (
+                CircuitBreakerConfig {
+                    sliding_window: Some(SlidingWindow::Count(10)),
+                    slow_call_rate_threshold: Some(0.5),
+                    slow_call_duration: Some(Duration::from_secs(2)),
+                    call_timeout: Some(Duration::from_secs(2)),
+                    ..base()
+                },
+                "slow_call_duration",
             ),
             (
                 CircuitBreakerConfig {

@@ -9,9 +9,9 @@ pub(crate) struct Window {
     /// Generation the counts belong to; a record from another generation starts afresh.
     generation: u64,
     kind: Kind,
-    calls: u32,
-    failures: u32,
-    slow: u32,
+    calls: u64,
+    failures: u64,
+    slow: u64,
 }
 
 #[derive(Debug)]
@@ -24,9 +24,9 @@ enum Kind {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
-    calls: u32,
-    failures: u32,
-    slow: u32,
+    calls: u64,
+    failures: u64,
+    slow: u64,
 }
 
 const FAILED: u8 = 1;
@@ -77,7 +77,12 @@ impl Window {
         slow: bool,
         now: &impl Fn() -> u64,
     ) {
-        if generation != self.generation {
+        if generation < self.generation {
+            // A call admitted before the circuit last changed state, ending after a
+            // call of the new period was counted: not part of this period.
+            return;
+        }
+        if generation > self.generation {
             self.clear();
             self.generation = generation;
         }
@@ -86,8 +91,8 @@ impl Window {
                 let old = slots[*next];
                 if old & USED != 0 {
                     self.calls -= 1;
-                    self.failures -= u32::from(old & FAILED != 0);
-                    self.slow -= u32::from(old & SLOW != 0);
+                    self.failures -= u64::from(old & FAILED != 0);
+                    self.slow -= u64::from(old & SLOW != 0);
                 }
                 slots[*next] = USED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
                 *next = (*next + 1) % slots.len();
@@ -113,13 +118,13 @@ impl Window {
                 }
                 let b = &mut buckets[(*last_sec % n) as usize];
                 b.calls += 1;
-                b.failures += u32::from(failed);
-                b.slow += u32::from(slow);
+                b.failures += u64::from(failed);
+                b.slow += u64::from(slow);
             }
         }
         self.calls += 1;
-        self.failures += u32::from(failed);
-        self.slow += u32::from(slow);
+        self.failures += u64::from(failed);
+        self.slow += u64::from(slow);
     }
 
     /// The threshold the window has crossed, if any.
@@ -129,15 +134,15 @@ impl Window {
         slow_rate: Option<f64>,
         minimum_calls: u32,
     ) -> Option<TransitionReason> {
-        if self.calls == 0 || self.calls < minimum_calls {
+        if self.calls == 0 || self.calls < u64::from(minimum_calls) {
             return None;
         }
-        let calls = f64::from(self.calls);
-        let failures = f64::from(self.failures) / calls;
+        let calls = self.calls as f64;
+        let failures = self.failures as f64 / calls;
         if failure_rate.is_some_and(|t| failures >= t) {
             return Some(TransitionReason::FailureRate(failures));
         }
-        let slow = f64::from(self.slow) / calls;
+        let slow = self.slow as f64 / calls;
         if slow_rate.is_some_and(|t| slow >= t) {
             return Some(TransitionReason::SlowCallRate(slow));
         }
@@ -192,6 +197,16 @@ mod tests {
             None,
             "no slow calls left in the window"
         );
+    }
+
+    #[test]
+    fn a_late_call_of_an_older_period_wipes_nothing() {
+        let mut w = Window::new(SlidingWindow::Count(10));
+        w.record(2, true, false, &|| 0);
+        w.record(2, true, false, &|| 0);
+        w.record(1, false, false, &|| 0); // admitted before the state change
+        assert_eq!((w.generation, w.calls, w.failures), (2, 2, 2));
+        assert!(w.verdict(Some(0.5), None, 2).is_some());
     }
 
     #[test]
