@@ -1,13 +1,14 @@
 //! Breaker errors as gRPC statuses, and telling an open circuit from a server's own
 //! UNAVAILABLE.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
-use crate::breaker::error::last_error;
-use crate::{CircuitBreaker, CircuitBreakerError};
+use crate::breaker::error::take_last_error;
+use crate::{BreakerOpen, CircuitBreaker, CircuitBreakerError};
 
 /// Metadata key set on a status produced by an open circuit; its value is the breaker's
 /// name (non-ASCII characters replaced by `?`).
@@ -37,18 +38,18 @@ pub fn open_status(breaker: &str, retry_after: Option<Duration>) -> Status {
     metadata.insert(CIRCUIT_OPEN_METADATA, ascii(breaker));
     let message = match retry_after {
         Some(d) => {
-            metadata.insert(
-                RETRY_AFTER_METADATA,
-                MetadataValue::from(d.as_millis() as u64),
-            );
-            format!(
-                "circuit breaker `{breaker}` is open; retry after {} ms",
-                d.as_millis()
-            )
+            // Rounded up: "retry after 0 ms" would invite a retry the circuit refuses.
+            let ms = u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+            metadata.insert(RETRY_AFTER_METADATA, MetadataValue::from(ms));
+            format!("circuit breaker `{breaker}` is open; retry after {ms} ms")
         }
         None => format!("circuit breaker `{breaker}` is open"),
     };
-    Status::with_metadata(Code::Unavailable, message, metadata)
+    let mut status = Status::with_metadata(Code::Unavailable, message, metadata);
+    // The mark that this status was made here: metadata alone also arrives from a server
+    // whose own breaker refused the call.
+    status.set_source(Arc::new(BreakerOpen { retry_after }));
+    status
 }
 
 /// The status a call past its breaker's deadline answers with: `DEADLINE_EXCEEDED`.
@@ -64,20 +65,27 @@ pub(crate) fn timeout_status(breaker: &str, deadline: Option<Duration>) -> Statu
 
 /// True when `status` came from an open circuit on this side, not from the server: retry
 /// layers must not retry it.
+///
+/// A server whose own breaker refused the call answers with the same code and metadata
+/// (its dependency's circuit is open); that status is the server's answer, and this
+/// returns false for it.
 pub fn is_circuit_open(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.metadata().contains_key(CIRCUIT_OPEN_METADATA)
+    status.code() == Code::Unavailable
+        && status.metadata().contains_key(CIRCUIT_OPEN_METADATA)
+        && std::error::Error::source(status).is_some_and(|s| s.is::<BreakerOpen>())
 }
 
 /// `Open` becomes `UNAVAILABLE` ([`open_status`]), `Timeout` becomes `DEADLINE_EXCEEDED`,
 /// `Inner` is the status itself.
 ///
 /// The breaker's name and retry-after hint are those of the last breaker that rejected
-/// or timed out a call on this thread, which is the one that produced the error when it
+/// or timed out a call in this task, which is the one that produced the error when it
 /// is converted where it is returned (`cb.call(..).await?`). An error carried to another
-/// thread first converts without them.
+/// task first, or converted after its task moved to another thread, converts without
+/// them (`circuit-breaker`), never with another breaker's.
 impl From<CircuitBreakerError<Status>> for Status {
     fn from(err: CircuitBreakerError<Status>) -> Status {
-        let last = last_error();
+        let last = take_last_error();
         let breaker_of = |open: bool| {
             last.filter(|l| l.open == open).and_then(|l| {
                 crate::registry::by_id(l.breaker).map(|b| {
@@ -152,6 +160,102 @@ mod tests {
             .parse()
             .unwrap();
         assert!(hint > 29_000 && hint <= 30_000, "{hint}");
+    }
+
+    #[test]
+    fn an_open_circuit_relayed_by_a_server_is_not_this_sides() {
+        let local = open_status("media-service/Upload", Some(Duration::from_secs(3)));
+        assert!(is_circuit_open(&local));
+        assert!(is_circuit_open(&local.clone()), "clones keep the mark");
+        // What a caller receives when a server answers with its own breaker's status:
+        // the same code and metadata, through the wire.
+        let response = local.into_http::<tonic::body::Body>();
+        let received = Status::from_header_map(response.headers()).expect("a grpc-status");
+        assert_eq!(received.code(), Code::Unavailable);
+        assert!(received.metadata().contains_key(CIRCUIT_OPEN_METADATA));
+        assert!(!is_circuit_open(&received));
+    }
+
+    #[tokio::test]
+    async fn an_error_from_elsewhere_never_takes_another_breakers_name() {
+        let config = CircuitBreakerConfig {
+            failure_threshold: 1,
+            ..Default::default()
+        };
+        let (here, there) = (
+            CircuitBreaker::named("breaker-here", config.clone()),
+            CircuitBreaker::named("breaker-there", config),
+        );
+        for cb in [&here, &there] {
+            let _ = cb
+                .call(|| async { Err::<(), _>(Status::unavailable("down")) })
+                .await;
+        }
+        // A task (a request handler) whose breaker refuses a call handles the error
+        // without converting it.
+        let handled = here.clone();
+        tokio::spawn(async move {
+            let refused = handled.call(|| async { Ok::<(), Status>(()) }).await;
+            assert!(matches!(refused, Err(CircuitBreakerError::Open)));
+        })
+        .await
+        .unwrap();
+        // Another task on this thread converts an error another breaker made on another
+        // thread: it must not take the first task's breaker name.
+        let from_elsewhere = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(there.call(|| async { Ok::<(), Status>(()) }))
+        })
+        .join()
+        .unwrap()
+        .unwrap_err();
+        let status = tokio::spawn(async move { Status::from(from_elsewhere) })
+            .await
+            .unwrap();
+        assert!(is_circuit_open(&status));
+        assert!(
+            !status.message().contains("breaker-here"),
+            "{}",
+            status.message()
+        );
+        // Converted in the task that made it, it names its breaker, once.
+        let (first, second) = tokio::spawn(async move {
+            let err = here
+                .call(|| async { Ok::<(), Status>(()) })
+                .await
+                .unwrap_err();
+            (
+                Status::from(err),
+                Status::from(CircuitBreakerError::<Status>::Open),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            first.message().contains("breaker-here"),
+            "{}",
+            first.message()
+        );
+        assert!(
+            !second.message().contains("breaker-here"),
+            "{}",
+            second.message()
+        );
+    }
+
+    #[test]
+    fn a_retry_hint_under_a_millisecond_rounds_up() {
+        for (left, ms) in [
+            (Duration::from_micros(300), "1"),
+            (Duration::from_micros(1001), "2"),
+        ] {
+            let status = open_status("x", Some(left));
+            assert_eq!(status.metadata().get(RETRY_AFTER_METADATA).unwrap(), ms);
+            assert!(status.message().ends_with(&format!("retry after {ms} ms")));
+        }
     }
 
     #[tokio::test]

@@ -450,12 +450,16 @@ fn modes_have_a_gauge_and_are_not_transitions_nor_resets() {
     );
     assert_eq!(transition(&metrics.encode(), "closed", "open"), Some(1.0));
 
-    // Forced open: the mode gauge says so; forcing it again keeps its open time.
+    // Forced open: the mode gauge says so; no probe is ever due.
     cb.force_open();
-    clock.advance(Duration::from_secs(4));
-    let left = cb.retry_after().unwrap();
+    clock.advance(Duration::from_secs(40));
     cb.force_open();
-    assert_eq!(cb.retry_after(), Some(left));
+    assert_eq!(cb.state(), CircuitBreakerState::Open);
+    assert_eq!(cb.retry_after(), None);
+    assert!(
+        call(&cb, Code::Ok).is_err(),
+        "forced open refuses past its open time"
+    );
     assert_eq!(mode(&metrics.encode()), [0.0, 1.0, 0.0, 0.0, 0.0].map(Some));
 
     // Disabled: statuses are not counted either (errors without requests would make an

@@ -119,16 +119,34 @@ pub(crate) struct LastError {
     pub(crate) open: bool,
 }
 
+/// A [`LastError`] and the tokio task that produced it (`None` outside a task).
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    error: LastError,
+    #[cfg(feature = "grpc")]
+    task: Option<tokio::task::Id>,
+}
+
 thread_local! {
-    static LAST_ERROR: Cell<Option<LastError>> = const { Cell::new(None) };
+    static LAST_ERROR: Cell<Option<Record>> = const { Cell::new(None) };
 }
 
 #[inline]
-pub(crate) fn set_last_error(e: LastError) {
-    LAST_ERROR.with(|c| c.set(Some(e)));
+pub(crate) fn set_last_error(error: LastError) {
+    let record = Record {
+        error,
+        #[cfg(feature = "grpc")]
+        task: tokio::task::try_id(),
+    };
+    LAST_ERROR.with(|c| c.set(Some(record)));
 }
 
-#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
-pub(crate) fn last_error() -> Option<LastError> {
-    LAST_ERROR.with(|c| c.get())
+/// The last error recorded on this thread, once, if the task converting it is the one
+/// that produced it. A task that moved to another thread between the error and its
+/// conversion, an error carried to another task, or one converted twice gets `None`
+/// (and a status that does not name the breaker) rather than another breaker's name.
+#[cfg(feature = "grpc")]
+pub(crate) fn take_last_error() -> Option<LastError> {
+    let record = LAST_ERROR.with(|c| c.take())?;
+    (record.task == tokio::task::try_id()).then_some(record.error)
 }

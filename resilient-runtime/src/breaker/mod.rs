@@ -264,9 +264,10 @@ impl CircuitBreaker {
     }
 
     /// When an open circuit lets a probe through (zero if it would now); `None` unless
-    /// the state is open.
+    /// the state is open, and when it is [forced open](Self::force_open), which lets no
+    /// probe through until it is reset.
     pub fn retry_after(&self) -> Option<Duration> {
-        if self.state() != CircuitBreakerState::Open {
+        if self.state() != CircuitBreakerState::Open || self.mode() == Mode::ForcedOpen {
             return None;
         }
         let now = self.inner.clock.now_nanos();
