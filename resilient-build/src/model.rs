@@ -287,8 +287,8 @@ pub(crate) struct Sourced<T> {
 }
 
 /// The build-time policy of one RPC; `None` fields are filled at run time from the
-/// `RESILIENT_ENV` preset (breaker and timeout) or the runtime's defaults (retry, hedging
-/// and bulkhead).
+/// `RESILIENT_ENV` preset (the breaker's thresholds, open time and probes) or the
+/// runtime's defaults (timeout, fallback, retry, hedging and bulkhead).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct EffectivePolicy {
     /// Consecutive failures that open the breaker.

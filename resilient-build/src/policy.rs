@@ -782,6 +782,9 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Checks the effective values of every RPC of `service`, appending one line per problem.
+/// The most probes a half-open breaker can have in flight (the runtime's limit).
+const HALF_OPEN_MAX_CALLS_LIMIT: u32 = 0xFFFF;
+
 fn validate(service: &ServiceModel, problems: &mut Vec<String>) {
     let shared = service.shared_breaker.as_ref().is_some_and(|s| s.value);
     for method in &service.methods {
@@ -812,27 +815,39 @@ fn validate(service: &ServiceModel, problems: &mut Vec<String>) {
                 ));
             }
         }
+        if let Some(Sourced { value, source }) = &policy.half_open_max_calls
+            && *value > HALF_OPEN_MAX_CALLS_LIMIT
+        {
+            problems.push(format!(
+                "invalid policy for {}: half_open_max_calls = {value} (set by {source}); the \
+                 breaker counts at most {HALF_OPEN_MAX_CALLS_LIMIT} probes in flight. Use 1 to \
+                 {HALF_OPEN_MAX_CALLS_LIMIT}",
+                method.path
+            ));
+        }
         let durations = [
             (
                 "open_for",
                 &policy.open_for,
                 "the breaker would never stay open",
+                "take the RESILIENT_ENV preset",
             ),
             (
                 "timeout",
                 &policy.timeout,
                 "every call would time out before it starts",
+                "take the runtime's default (10s)",
             ),
         ];
-        for (option, value, why) in durations {
+        for (option, value, why, unset) in durations {
             if let Some(Sourced { value, source }) = value
                 && value.is_zero()
             {
                 problems.push(format!(
-                        "invalid policy for {}: {option} = 0 (set by {source}); {why}. \
-                         Use a positive duration, or leave it unset to take the RESILIENT_ENV preset",
-                        method.path
-                    ));
+                    "invalid policy for {}: {option} = 0 (set by {source}); {why}. \
+                     Use a positive duration, or leave it unset to {unset}",
+                    method.path
+                ));
             }
         }
         validate_retry(&method.path, policy, problems);
@@ -1735,6 +1750,25 @@ mod tests {
             let message = err(&mut fixture(), vec![(".", policy)]);
             assert!(message.contains("build.rs default policy"), "{message}");
         }
+    }
+
+    #[test]
+    fn more_probes_than_the_runtime_counts_is_an_error() {
+        let message = err(
+            &mut fixture(),
+            vec![(".", Policy::new().half_open_max_calls(100_000))],
+        );
+        assert!(
+            message.contains("half_open_max_calls = 100000 (set by build.rs default policy"),
+            "{message}"
+        );
+        assert!(message.contains("Use 1 to 65535"), "{message}");
+        let mut services = fixture();
+        resolve(
+            &mut services,
+            &policies(vec![(".", Policy::new().half_open_max_calls(65_535))]),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! came from. Pure: the builder writes the string.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::codes;
 use crate::model::{
@@ -12,6 +13,8 @@ use crate::policy::{FallbackMode, Hedge, HedgeValues, Retry};
 const UNSET: &str = "—";
 const PRESET: &str = "`RESILIENT_ENV` preset (run time)";
 const RUNTIME_DEFAULT: &str = "runtime default";
+/// The deadline of an RPC that sets none (`resilient_runtime::DEFAULT_TIMEOUT`).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The report for `services`, after `policy::resolve`.
 pub(crate) fn render(services: &[ServiceModel]) -> String {
@@ -19,8 +22,9 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
     out.push_str("# resilient-build report\n\n");
     out.push_str(
         "Build-time policy of every RPC and where each value came from. A value shown as \
-         `—` is left to the `RESILIENT_ENV` preset at run time; a retry, hedging or bulkhead \
-         value no layer sets is the runtime's default; the runtime configuration named by \
+         `—` is left to the `RESILIENT_ENV` preset at run time; a timeout, fallback, retry, \
+         hedging or bulkhead value no layer sets is the runtime's default; the runtime \
+         configuration named by \
          `RESILIENT_CONFIG` may override any value when the client is built.\n\n",
     );
     out.push_str(
@@ -85,14 +89,28 @@ pub(crate) fn render(services: &[ServiceModel]) -> String {
                 |n| n.to_string(),
             );
             row(&mut out, "open_for", &policy.open_for, |d| duration(*d));
-            row(&mut out, "timeout", &policy.timeout, |d| duration(*d));
+            write_rows(
+                &mut out,
+                [(
+                    "timeout",
+                    shown(&policy.timeout, |d| duration(*d)),
+                    duration(DEFAULT_TIMEOUT),
+                )],
+            );
             row(
                 &mut out,
                 "half_open_max_calls",
                 &policy.half_open_max_calls,
                 |n| n.to_string(),
             );
-            row(&mut out, "fallback", &policy.fallback, fallback);
+            write_rows(
+                &mut out,
+                [(
+                    "fallback",
+                    shown(&policy.fallback, fallback),
+                    fallback(&FallbackMode::DEFAULT),
+                )],
+            );
             if method.kind.sends_deadline() {
                 write_rows(
                     &mut out,
