@@ -437,6 +437,54 @@ async fn shutdown_and_drop_stop_the_server() {
     }
 }
 
+/// Clients that connect and say nothing hold at most `max_connections`; past the cap a
+/// scrape waits in the backlog, and is served once the oldest connections reach their
+/// age and are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_closed_at_their_age() {
+    let _serial = serial().await;
+    let age = Duration::from_millis(600);
+    let server = MetricsServer::builder()
+        .bind(loopback())
+        .metrics(Metrics::new())
+        .max_connections(2)
+        .max_connection_age(age)
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let connected = Instant::now();
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let scrape = tokio::spawn(get(addr, "/metrics"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !scrape.is_finished(),
+        "a third connection was served while two were open"
+    );
+    let reply = tokio::time::timeout(Duration::from_secs(10), scrape)
+        .await
+        .expect("served once the silent connections aged out")
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(
+        connected.elapsed() >= age,
+        "served before any connection aged out"
+    );
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::task::spawn_blocking(move || stream.read(&mut buf))
+            .await
+            .unwrap()
+            .expect("closed, not timed out");
+        assert_eq!(n, 0, "the server closed the silent connection");
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_fails_with_errors_not_panics() {
     assert_eq!(DEFAULT_ADDR, "127.0.0.1:9464".parse().unwrap());

@@ -57,8 +57,12 @@ pub const TOKEN_ENV: &str = "RESILIENT_METRICS_TOKEN";
 
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for requests in flight.
+/// How long shutdown, or the end of a connection's age, waits for a response in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Connections served at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// How long a connection (keep-alive included) lives, by default.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 /// Pause after a failed `accept` (out of file descriptors), so as not to spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -143,9 +147,35 @@ pub struct MetricsServerBuilder {
     metrics: Option<Metrics>,
     registry: Option<Arc<Registry>>,
     dashboard: Option<Dashboard>,
+    limits: Limits,
+}
+
+/// What one client may hold of the server.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    max_connection_age: Duration,
 }
 
 impl MetricsServerBuilder {
+    /// At most this many connections are served at once; past it, new ones wait in the
+    /// listen backlog until one closes, so that clients which connect and never finish
+    /// cannot exhaust the process. Default: [`DEFAULT_MAX_CONNECTIONS`] (64). 0 counts
+    /// as 1.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.limits.max_connections = connections.max(1);
+        self
+    }
+
+    /// A connection is closed this long after it was accepted, keep-alive or not: a
+    /// response in flight then gets 5 more seconds to finish (a client that stops
+    /// reading loses it). Prometheus simply reconnects for its next scrape. Default:
+    /// [`DEFAULT_MAX_CONNECTION_AGE`] (2 minutes).
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.limits.max_connection_age = age;
+        self
+    }
+
     /// The address to listen on. Default: [`DEFAULT_ADDR`] (`127.0.0.1:9464`); port 0
     /// picks a free port ([`MetricsServer::local_addr`] tells which).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
@@ -220,7 +250,7 @@ impl MetricsServerBuilder {
             token: self.token,
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, state, stopped));
+        let task = tokio::spawn(serve(listener, state, self.limits, stopped));
         tracing::info!(%addr, "metrics endpoint listening");
         Ok(MetricsServer {
             addr,
@@ -268,6 +298,10 @@ impl MetricsServer {
             metrics: None,
             registry: None,
             dashboard: None,
+            limits: Limits {
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
+            },
         }
     }
 
@@ -330,10 +364,21 @@ async fn or_stop<F: Future>(fut: F, rx: &mut watch::Receiver<bool>) -> Event<F::
     .await
 }
 
-async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, mut rx: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    limits: Limits,
+    mut rx: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
-    loop {
+    'accept: loop {
         while connections.try_join_next().is_some() {}
+        while connections.len() >= limits.max_connections {
+            // At the cap: the next connection waits in the backlog until one ends.
+            if let Event::Stop = or_stop(connections.join_next(), &mut rx).await {
+                break 'accept;
+            }
+        }
         let stream = match or_stop(listener.accept(), &mut rx).await {
             Event::Stop => break,
             Event::Ready(Ok((stream, _peer))) => stream,
@@ -356,9 +401,13 @@ async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, mut rx: watch::Re
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
             );
-            if let Event::Stop = or_stop(conn.as_mut(), &mut rx).await {
+            let served = tokio::time::timeout(limits.max_connection_age, conn.as_mut());
+            let ended = matches!(or_stop(served, &mut rx).await, Event::Ready(Ok(_)));
+            if !ended {
+                // Stopping, or too old: no new request, and the one in flight gets a
+                // grace period to finish.
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
             }
         });
     }
