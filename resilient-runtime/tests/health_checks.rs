@@ -393,6 +393,101 @@ async fn a_dead_endpoint_never_gets_a_user_call_and_no_health_service_means_serv
     assert!(healthy.hits() >= 50 && without_health.hits() >= 50);
 }
 
+/// A TCP relay in front of a replica that can freeze: it then keeps every connection
+/// open and passes nothing on, like a server process that was stopped (SIGSTOP) while
+/// its kernel still holds the connections.
+struct Relay {
+    addr: SocketAddr,
+    frozen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(host: u8, backend: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip(host), 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(backend).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                pipes.spawn(pipe(client_read, server_write, flag.clone()));
+                pipes.spawn(pipe(server_read, client_write, flag.clone()));
+            }
+        });
+        Relay { addr, frozen, task }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Watch mode and a server that freezes with its stream open: the watch says nothing,
+/// as it would with nothing to report, but the replica leaves rotation within one
+/// interval plus one probe timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_takes_a_frozen_replica_out() {
+    let (_, mut ls) = listeners(&[3]);
+    let replica = Replica::start(ls.remove(0), true);
+    replica.set(ServingStatus::Serving).await;
+    let relay = Relay::start(2, replica.addr).await;
+    let interval = Duration::from_millis(200);
+    let pool = Pool::builder(&format!("static:///{}", relay.addr))
+        .health_check(HealthCheck {
+            service: SERVICE.into(),
+            interval,
+            timeout: Duration::from_millis(200),
+            mode: HealthMode::Watch,
+        })
+        .build_resolved()
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&pool, relay.addr),
+        (EndpointState::Active, Health::Serving)
+    );
+    // A quiet, healthy watch stays serving across several intervals.
+    tokio::time::sleep(interval * 3).await;
+    assert_eq!(state_of(&pool, relay.addr).1, Health::Serving);
+    relay.frozen.store(true, Ordering::SeqCst);
+    within(Duration::from_secs(5), || {
+        state_of(&pool, relay.addr).1 == Health::ProbeFailed
+    })
+    .await
+    .expect("a frozen replica leaves rotation");
+}
+
 /// The ejection limit counts endpoints that their health check took out: when the only
 /// serving replica answers UNAVAILABLE for a moment, it is not ejected (which would put
 /// the pool in panic mode and send calls to the dead one), and once it answers again

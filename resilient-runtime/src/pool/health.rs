@@ -40,8 +40,9 @@ pub struct HealthCheck {
     /// a whole. Default: empty.
     pub service: String,
     /// [`HealthMode::Check`]: the time from one probe's start to the next's.
-    /// [`HealthMode::Watch`]: the wait before opening a new watch after one broke.
-    /// Default: 5 s.
+    /// [`HealthMode::Watch`]: the wait before opening a new watch after one broke, and
+    /// how long a quiet watch goes before a `Check` asks whether the server still
+    /// answers. Default: 5 s.
     pub interval: Duration,
     /// How long one probe (or the first answer of a watch) may take; longer counts as a
     /// failed probe. Default: 1 s.
@@ -58,7 +59,10 @@ pub enum HealthMode {
     #[default]
     Check,
     /// A `Watch` stream: the server sends each change as it happens; a broken stream
-    /// counts as a failed probe and is opened again after `interval`.
+    /// counts as a failed probe and is opened again after `interval`. A stream quiet for
+    /// a whole `interval` is followed by one `Check`, so that a server that froze with
+    /// its stream open (it sends nothing, like one with nothing to say) still leaves
+    /// rotation within `interval + timeout`.
     Watch,
 }
 
@@ -345,7 +349,20 @@ mod probe {
                     Ok(Ok((mut stream, Some(first)))) => {
                         self.record(of_response(&first), &mut warned);
                         loop {
-                            match stream.message().await {
+                            let Ok(next) =
+                                tokio::time::timeout(self.check.interval, stream.message()).await
+                            else {
+                                // A quiet watch means no change, but a frozen server is
+                                // quiet too: ask it once. (The stream keeps its place.)
+                                let verdict = self.check_once(&mut client).await;
+                                let failed = matches!(verdict, Verdict::Failed(_));
+                                self.record(verdict, &mut warned);
+                                if failed {
+                                    break;
+                                }
+                                continue;
+                            };
+                            match next {
                                 Ok(Some(r)) => self.record(of_response(&r), &mut warned),
                                 Ok(None) => {
                                     self.record(
