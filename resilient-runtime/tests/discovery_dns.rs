@@ -225,12 +225,16 @@ async fn srv_records_name_targets_and_ports() {
         .await;
     dns.set_a("pod-c.auth-service.nova.svc.cluster.local.", &[ip(4)])
         .await;
+    dns.set_a("pod-d.auth-service.nova.svc.cluster.local.", &[ip(5)])
+        .await;
     let srv = "_grpc._tcp.auth-service.nova.svc.cluster.local.";
     dns.set_srv(
         srv,
         &[
             (0, 100, port, "pod-a.auth-service.nova.svc.cluster.local."),
             (0, 100, port, "pod-b.auth-service.nova.svc.cluster.local."),
+            // port 0 cannot be dialled: left out, whatever its priority
+            (0, 100, 0, "pod-d.auth-service.nova.svc.cluster.local."),
             // a backup at a worse priority: not used while the others are listed
             (10, 100, port, "pod-c.auth-service.nova.svc.cluster.local."),
         ],

@@ -198,6 +198,7 @@ impl DnsResolver {
 
     /// SRV: the records of the lowest priority (weights are not used: the pool balances
     /// by load), each target's addresses from the additional section or a lookup.
+    /// Records for the root name or port 0 are left out.
     async fn resolve_srv(&self) -> Result<Vec<Address>, DiscoveryError> {
         let lookup = self
             .resolver
@@ -208,7 +209,8 @@ impl DnsResolver {
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
-                RData::SRV(srv) if !srv.target.is_root() => Some(srv.clone()),
+                // A root target means "no service here"; port 0 cannot be dialled.
+                RData::SRV(srv) if !srv.target.is_root() && srv.port != 0 => Some(srv.clone()),
                 _ => None,
             })
             .collect();
