@@ -477,6 +477,31 @@ fn modes_have_a_gauge_and_are_not_transitions_nor_resets() {
 }
 
 #[test]
+fn retries_hedges_and_bulkhead_rejections_are_counted() {
+    let metrics = Metrics::new();
+    let clock = FakeClock::new();
+    let cb = breaker(&metrics, &clock, "extra-svc", "Get");
+    let l = r#"service="extra-svc",rpc="Get""#;
+    let retries = format!(r#"service_retries_total{{{l},kind="retry"}}"#);
+    let hedges = format!(r#"service_retries_total{{{l},kind="hedge"}}"#);
+    let bulkhead = format!("bulkhead_rejected_calls_total{{{l}}}");
+    let text = metrics.encode();
+    for series in [&retries, &hedges, &bulkhead] {
+        assert_sample(&text, series, 0.0);
+    }
+    cb.notify_retry(1, Duration::from_millis(50));
+    cb.notify_retry(2, Duration::from_millis(100));
+    cb.notify_hedge(1, Duration::from_millis(20));
+    for _ in 0..3 {
+        cb.notify_bulkhead_rejection("extra-svc/Get");
+    }
+    let text = metrics.encode();
+    assert_sample(&text, &retries, 2.0);
+    assert_sample(&text, &hedges, 1.0);
+    assert_sample(&text, &bulkhead, 3.0);
+}
+
+#[test]
 fn shadow_rejections_are_counted_apart() {
     let metrics = Metrics::new();
     let clock = FakeClock::new();
@@ -581,6 +606,8 @@ fn text_exposition_declares_every_family_once() {
         ("circuit_breaker_fallbacks_total", "counter"),
         ("service_requests_total", "counter"),
         ("service_errors_total", "counter"),
+        ("service_retries_total", "counter"),
+        ("bulkhead_rejected_calls_total", "counter"),
         ("service_request_duration_seconds", "histogram"),
     ] {
         let decl = format!("# TYPE {name} {kind}\n");

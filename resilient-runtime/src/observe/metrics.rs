@@ -28,6 +28,8 @@
 //! | `circuit_breaker_fallbacks_total` | counter | service, rpc, cause | fallbacks served, by cause (`open`, `timeout`, `failure`) |
 //! | `service_requests_total` | counter | service, rpc, outcome | admitted calls, by outcome (`success`, `failure`, `ignored`) |
 //! | `service_errors_total` | counter | service, rpc, code | calls that ended with a non-OK gRPC code (`UNAVAILABLE`, ...) |
+//! | `service_retries_total` | counter | service, rpc, kind | extra attempts sent: `retry` (after a failed attempt), `hedge` (alongside one in flight) |
+//! | `bulkhead_rejected_calls_total` | counter | service, rpc | calls refused by a full bulkhead |
 //! | `service_request_duration_seconds` | histogram | service, rpc | duration of admitted calls |
 //!
 //! The state gauges cover every live breaker in the process, even one built before the
@@ -62,8 +64,8 @@ use crate::breaker::{CircuitBreaker, CircuitBreakerState, Mode};
 use crate::classify::Outcome;
 use crate::observe::status_event::code_name;
 use crate::observe::{
-    BreakerLabels, FallbackEvent, Observer, OutcomeEvent, RejectionEvent, StatusEvent,
-    TransitionEvent,
+    BreakerLabels, BulkheadEvent, FallbackEvent, Observer, OutcomeEvent, RejectionEvent,
+    RetryEvent, StatusEvent, TransitionEvent,
 };
 
 /// The latency buckets, in seconds: 1 ms to 30 s.
@@ -309,6 +311,11 @@ struct Series {
     other_fallbacks: Mutex<BTreeMap<&'static str, u64>>,
     /// Why the circuit last opened, for the dashboard.
     last_open_reason: Mutex<Option<String>>,
+    /// Extra attempts: retries of failed ones, hedges sent alongside.
+    retries: AtomicU64,
+    hedges: AtomicU64,
+    /// Calls refused by a full bulkhead.
+    bulkhead_rejected: AtomicU64,
 }
 
 const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failure, Outcome::Ignored];
@@ -364,6 +371,9 @@ impl Series {
             fallbacks: Default::default(),
             other_fallbacks: Mutex::new(BTreeMap::new()),
             last_open_reason: Mutex::new(None),
+            retries: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
+            bulkhead_rejected: AtomicU64::new(0),
         }
     }
 
@@ -612,6 +622,22 @@ impl Observer for Recorder {
                 }
                 None => *lock(&s.other_fallbacks).entry(event.cause).or_insert(0) += 1,
             }
+        });
+    }
+
+    fn on_retry(&self, event: &RetryEvent<'_>) {
+        self.with(&event.breaker, |s| {
+            if event.hedged {
+                s.hedges.fetch_add(1, Relaxed);
+            } else {
+                s.retries.fetch_add(1, Relaxed);
+            }
+        });
+    }
+
+    fn on_bulkhead_rejection(&self, event: &BulkheadEvent<'_>) {
+        self.with(&event.breaker, |s| {
+            s.bulkhead_rejected.fetch_add(1, Relaxed);
         });
     }
 
@@ -1052,6 +1078,31 @@ impl Collector for MetricsCollector {
                     ("code", code_name(*code)),
                 ];
                 counter(m, &labels, *n)
+            },
+        )?;
+        family(
+            &mut encoder,
+            "service_retries",
+            "Extra attempts sent, by kind: retry (after a failed attempt) or hedge (while the earlier ones were still in flight).",
+            MetricType::Counter,
+            &series,
+            |m, s| {
+                for (kind, n) in [("retry", &s.retries), ("hedge", &s.hedges)] {
+                    let labels = [("service", &*s.service), ("rpc", &*s.rpc), ("kind", kind)];
+                    counter(m, &labels, n.load(Relaxed))?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut encoder,
+            "bulkhead_rejected_calls",
+            "Calls refused by a full bulkhead (RESOURCE_EXHAUSTED), before the breaker.",
+            MetricType::Counter,
+            &series,
+            |m, s| {
+                let labels = [("service", &*s.service), ("rpc", &*s.rpc)];
+                counter(m, &labels, s.bulkhead_rejected.load(Relaxed))
             },
         )?;
         if r.latency {
