@@ -7,7 +7,7 @@ use std::time::Duration;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use resilient_runtime::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerState, FakeClock, Outcome,
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerState, FakeClock, OpenBackoff, Outcome,
 };
 
 fn half_open(max: u32) -> CircuitBreaker {
@@ -108,5 +108,45 @@ fn a_success_racing_a_failure_is_never_lost() {
         t.join().unwrap();
         cb.try_acquire().unwrap().record(Outcome::Failure);
         assert_eq!(cb.state(), CircuitBreakerState::Closed);
+    });
+}
+
+/// A failure that opens the circuit races another that does, while the circuit goes on
+/// to a failed probe and a longer, backed-off open period. Whichever failure loses its
+/// race must not write its (shorter) deadline over that period's: after the failed probe,
+/// the circuit stays open for the whole backed-off time.
+#[test]
+fn a_late_opener_never_shortens_a_later_open_period() {
+    loom::model(|| {
+        let clock = FakeClock::new();
+        let cb = CircuitBreaker::builder(CircuitBreakerConfig {
+            failure_threshold: 1,
+            timeout: Duration::from_secs(10),
+            open_backoff: Some(OpenBackoff {
+                multiplier: 10.0,
+                max: Duration::from_secs(1000),
+                jitter: 0.0,
+            }),
+            ..Default::default()
+        })
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+        let late = cb.try_acquire_owned().unwrap();
+        let t = loom::thread::spawn(move || late.record(Outcome::Failure));
+        cb.try_acquire().map(|p| p.record(Outcome::Failure)).ok();
+        clock.advance(Duration::from_secs(10));
+        let probed = match cb.try_acquire() {
+            Ok(probe) => {
+                probe.record(Outcome::Failure);
+                true
+            }
+            Err(_) => false,
+        };
+        t.join().unwrap();
+        if probed {
+            assert_eq!(cb.state(), CircuitBreakerState::Open);
+            assert_eq!(cb.retry_after(), Some(Duration::from_secs(100)));
+        }
     });
 }

@@ -121,6 +121,7 @@ pub(crate) struct LastError {
 
 /// A [`LastError`] and the tokio task that produced it (`None` outside a task).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
 struct Record {
     error: LastError,
     #[cfg(feature = "grpc")]

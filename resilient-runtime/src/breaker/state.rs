@@ -289,6 +289,11 @@ pub(crate) struct Core {
     /// Consecutive re-opens after failed probes (for backoff).
     reopens: AtomicU32,
     window: Option<Mutex<Window>>,
+    /// Held by whoever opens the circuit or sets a mode, from its check of `word` to its
+    /// swap of it: only the thread that makes the circuit open writes `open_until`, so a
+    /// thread that lost its race can never overwrite a later period's deadline. Closed
+    /// and half-open calls and open-state rejections never take it.
+    opening: Mutex<()>,
     limits: Limits,
 }
 
@@ -365,6 +370,7 @@ impl Core {
             open_until: AtomicU64::new(0),
             reopens: AtomicU32::new(0),
             window,
+            opening: Mutex::new(()),
             limits: Limits {
                 failure_threshold: config.failure_threshold,
                 success_threshold: config.success_threshold,
@@ -804,6 +810,7 @@ impl Core {
         reason: TransitionReason,
         now: &impl Fn() -> u64,
     ) -> Option<Transition> {
+        let _opening = lock(&self.opening);
         let reopens = if from == CircuitBreakerState::HalfOpen {
             self.reopens.load(Ordering::Relaxed).saturating_add(1)
         } else {
@@ -816,8 +823,9 @@ impl Core {
                 return None;
             }
             // Written before the CAS publishes the open state, so any thread that sees
-            // "open" sees this deadline. A losing thread's write is within nanoseconds
-            // of the winner's.
+            // "open" sees this deadline. Under `opening`, nothing else can open the
+            // circuit meanwhile: should the CAS fail (a probe slot taken, a probe's
+            // verdict), the circuit is not open and this value is never read.
             self.open_until
                 .store(now().saturating_add(open_for), Ordering::Release);
             let next = next_word(w, CircuitBreakerState::Open, Mode::from_bits(w), 0);
@@ -863,6 +871,7 @@ impl Core {
         state: CircuitBreakerState,
         now: &impl Fn() -> u64,
     ) -> Option<Transition> {
+        let _opening = lock(&self.opening);
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             if mode != Mode::Normal && Mode::from_bits(w) == mode {
