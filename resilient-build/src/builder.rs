@@ -56,6 +56,10 @@ pub struct Builder {
     field_attributes: Vec<(String, String)>,
     message_attributes: Vec<(String, String)>,
     enum_attributes: Vec<(String, String)>,
+    bytes: Vec<String>,
+    btree_maps: Vec<String>,
+    boxed: Vec<String>,
+    skip_debug: Vec<String>,
     out_dir: Option<PathBuf>,
     file_descriptor_set_path: Option<PathBuf>,
     expose_raw_clients: bool,
@@ -74,6 +78,10 @@ impl Default for Builder {
             field_attributes: Vec::new(),
             message_attributes: Vec::new(),
             enum_attributes: Vec::new(),
+            bytes: Vec::new(),
+            btree_maps: Vec::new(),
+            boxed: Vec::new(),
+            skip_debug: Vec::new(),
             out_dir: None,
             file_descriptor_set_path: None,
             expose_raw_clients: true,
@@ -165,6 +173,49 @@ impl Builder {
     pub fn enum_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
         self.enum_attributes
             .push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
+        self
+    }
+
+    /// Generates `bytes::Bytes` instead of `Vec<u8>` for the `bytes` fields under these
+    /// paths (`"."` for all), as `prost_build::Config::bytes` does. None by default.
+    pub fn bytes<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.bytes
+            .extend(paths.into_iter().map(|p| p.as_ref().to_owned()));
+        self
+    }
+
+    /// Generates `BTreeMap` instead of `HashMap` for the `map` fields under these paths,
+    /// as `prost_build::Config::btree_map` does. None by default.
+    pub fn btree_map<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.btree_maps
+            .extend(paths.into_iter().map(|p| p.as_ref().to_owned()));
+        self
+    }
+
+    /// Boxes the message fields under `path`, as `prost_build::Config::boxed` does.
+    /// None by default.
+    pub fn boxed(mut self, path: impl AsRef<str>) -> Self {
+        self.boxed.push(path.as_ref().to_owned());
+        self
+    }
+
+    /// Leaves `Debug` out of the messages under these paths (you implement it), as
+    /// `prost_build::Config::skip_debug` does. None by default.
+    pub fn skip_debug<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.skip_debug
+            .extend(paths.into_iter().map(|p| p.as_ref().to_owned()));
         self
     }
 
@@ -405,6 +456,18 @@ impl Builder {
         }
         for (path, attribute) in &self.enum_attributes {
             config.enum_attribute(path, attribute);
+        }
+        if !self.bytes.is_empty() {
+            config.bytes(&self.bytes);
+        }
+        if !self.btree_maps.is_empty() {
+            config.btree_map(&self.btree_maps);
+        }
+        for path in &self.boxed {
+            config.boxed(path);
+        }
+        if !self.skip_debug.is_empty() {
+            config.skip_debug(&self.skip_debug);
         }
 
         // Our options only matter to us: prost must not emit a `resilient.v1` module.
@@ -1143,6 +1206,43 @@ message Ping {}
         assert!(auth.contains("#[non_exhaustive]"));
         assert!(auth.contains("#[doc(alias = \"subject\")]"));
         assert!(!out.join("nova.common.v1.rs").exists());
+    }
+
+    #[test]
+    fn field_type_options_pass_through() {
+        let dir = TempDir::new("fields");
+        write(
+            &dir.0,
+            "proto/nova/blob/v1/blob.proto",
+            r#"syntax = "proto3";
+package nova.blob.v1;
+service BlobService { rpc Put(Blob) returns (Blob); }
+message Blob { bytes data = 1; map<string, string> labels = 2; Blob parent = 3; }
+"#,
+        );
+        let out = dir.0.join("out");
+        crate::configure()
+            .out_dir(&out)
+            .emit_rerun_if_changed(false)
+            .bytes(["."])
+            .btree_map([".nova.blob.v1.Blob.labels"])
+            .boxed(".nova.blob.v1.Blob.parent")
+            .skip_debug([".nova.blob.v1.Blob"])
+            .compile_protos(
+                &[dir.0.join("proto/nova/blob/v1/blob.proto")],
+                &[dir.0.join("proto")],
+            )
+            .unwrap();
+        let blob = fs::read_to_string(out.join("nova.blob.v1.rs")).unwrap();
+        for wanted in [
+            "::prost::bytes::Bytes",
+            "::prost::alloc::collections::BTreeMap",
+            "::prost::alloc::boxed::Box<Blob>",
+            "skip_debug",
+            "blob_service_resilient",
+        ] {
+            assert!(blob.contains(wanted), "{wanted} missing from:\n{blob}");
+        }
     }
 
     /// The generator refuses to write code whose RPC types differ from the ones prost hands

@@ -91,10 +91,15 @@ impl FakeClock {
         }
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`; it stops at its largest value rather than wrap
+    /// around (a clock must never go backwards).
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(by, Ordering::SeqCst);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_add(by))
+            });
     }
 }
 
@@ -172,6 +177,14 @@ mod tests {
         assert!(b > a, "{b} should be after {a}");
         // coarse, but not coarser than 20 ms
         assert!(b - a >= 5_000_000, "moved only {} ns in 20 ms", b - a);
+    }
+
+    #[test]
+    fn fake_clock_stops_at_its_end_instead_of_wrapping() {
+        let c = FakeClock::new();
+        c.advance(Duration::MAX);
+        c.advance(Duration::from_secs(1));
+        assert_eq!(c.now_nanos(), u64::MAX);
     }
 
     #[test]
