@@ -388,6 +388,16 @@ impl Builder {
         drop(written);
         if self.emit_rerun_if_changed {
             for path in &read {
+                if path.to_str().is_none() {
+                    // Cargo reads build script output as UTF-8: the path it would get
+                    // does not exist, so it reruns the script on every build.
+                    writeln!(
+                        cargo,
+                        "cargo:warning={} is not valid UTF-8, which cargo cannot watch: this \
+                         build script reruns on every build. Move the protos under a UTF-8 path",
+                        path.display()
+                    )?;
+                }
                 writeln!(cargo, "cargo:rerun-if-changed={}", path.display())?;
             }
         }
@@ -1206,6 +1216,30 @@ message Ping {}
         assert!(auth.contains("#[non_exhaustive]"));
         assert!(auth.contains("#[doc(alias = \"subject\")]"));
         assert!(!out.join("nova.common.v1.rs").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_cargo_cannot_watch_is_named_in_a_warning() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = TempDir::new("non-utf8");
+        let include = dir.0.join(std::ffi::OsStr::from_bytes(b"proto-\xff"));
+        write(&include, "nova/auth/v1/auth.proto", AUTH);
+        write(&include, "nova/common/v1/common.proto", COMMON);
+        let mut cargo = Vec::new();
+        crate::configure()
+            .out_dir(dir.0.join("out"))
+            .compile_to(
+                &[include.join("nova/auth/v1/auth.proto")],
+                &[&include],
+                &mut cargo,
+            )
+            .unwrap();
+        let cargo = String::from_utf8(cargo).unwrap();
+        assert!(
+            cargo.contains("cargo:warning=") && cargo.contains("is not valid UTF-8"),
+            "{cargo}"
+        );
     }
 
     #[test]
