@@ -303,6 +303,7 @@ impl Builder {
                 )
             })?,
         };
+        self.check_attributes()?;
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_owned()).collect();
         let compiler = load(protos, &includes)?;
 
@@ -402,6 +403,39 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// Every attribute given for prost to paste into its code must be Rust attributes;
+    /// otherwise the generated file would not parse, and the error would point at it.
+    fn check_attributes(&self) -> io::Result<()> {
+        use syn::parse::Parser as _;
+        let lists = [
+            ("type_attribute", &self.type_attributes),
+            ("field_attribute", &self.field_attributes),
+            ("message_attribute", &self.message_attributes),
+            ("enum_attribute", &self.enum_attributes),
+        ];
+        let problems: Vec<String> = lists
+            .into_iter()
+            .flat_map(|(option, list)| list.iter().map(move |entry| (option, entry)))
+            .filter_map(|(option, (path, attribute))| {
+                let parsed = syn::Attribute::parse_outer.parse_str(attribute);
+                let why = match parsed {
+                    Ok(attributes) if attributes.is_empty() => "it holds no attribute".to_owned(),
+                    Ok(_) => return None,
+                    Err(e) => e.to_string(),
+                };
+                Some(format!(
+                    "build.rs `.{option}({path:?}, {attribute:?})`: not a Rust attribute ({why}); \
+                     write one or more outer attributes, like \"#[derive(Hash)]\""
+                ))
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::error::invalid_input(problems.join("\n")))
+        }
     }
 
     /// The services of `pool` with their policies merged and checked.
@@ -1216,6 +1250,29 @@ message Ping {}
         assert!(auth.contains("#[non_exhaustive]"));
         assert!(auth.contains("#[doc(alias = \"subject\")]"));
         assert!(!out.join("nova.common.v1.rs").exists());
+    }
+
+    #[test]
+    fn an_attribute_that_is_not_rust_fails_with_its_option_and_path() {
+        let dir = project("bad-attribute");
+        let builder = crate::configure()
+            .out_dir(dir.0.join("out"))
+            .type_attribute(".nova.auth.v1.Claims", "#[derive(PartialOrd)]")
+            .field_attribute(".nova.auth.v1.Claims.sub", "#[serde(rename = ")
+            .message_attribute(".nova.auth.v1", "derive(Eq)");
+        let error = run(&builder, &dir.0).unwrap_err().to_string();
+        assert!(!error.contains("internal error"), "{error}");
+        assert!(
+            error
+                .contains(r##".field_attribute(".nova.auth.v1.Claims.sub", "#[serde(rename = ")"##),
+            "{error}"
+        );
+        assert!(
+            error.contains(r#".message_attribute(".nova.auth.v1", "derive(Eq)")"#),
+            "{error}"
+        );
+        assert!(!error.contains("PartialOrd"), "{error}");
+        assert!(!dir.0.join("out/nova.auth.v1.rs").exists());
     }
 
     #[cfg(unix)]
