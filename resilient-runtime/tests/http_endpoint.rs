@@ -568,6 +568,11 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
     let _serial = serial().await;
     let metrics = Metrics::new();
     let fleet = fleet(&metrics);
+    // A pool, so that its families are checked too.
+    let pool = resilient_runtime::Pool::builder("static:///127.0.0.1:9,127.0.0.2:9")
+        .build()
+        .unwrap();
+    pool.ready().await;
     let server = MetricsServer::builder()
         .bind(loopback())
         .metrics(metrics)
@@ -576,6 +581,11 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
         .unwrap();
     let reply = get(server.local_addr(), "/metrics").await;
     assert_eq!(reply.status, 200);
+    assert!(
+        reply.body.contains("pool_endpoints{") && reply.body.contains("pool_ejections_total{"),
+        "{}",
+        reply.body
+    );
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -602,7 +612,7 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
     );
     assert!(said.trim().is_empty(), "promtool has remarks:\n{said}");
     server.shutdown().await;
-    drop(fleet);
+    drop((fleet, pool));
 }
 
 /// A fresh directory under the system's temp dir, removed on drop.

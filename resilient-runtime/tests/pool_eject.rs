@@ -141,6 +141,31 @@ async fn unavailable_answers_eject_other_codes_do_not() {
     assert_eq!(e[1].failures, 3);
     assert!(e[1].ejected_until.is_some());
     assert_eq!(e[0].state, EndpointState::Active);
+
+    // The metrics show the pool as it stands, and count the ejection.
+    #[cfg(feature = "metrics")]
+    {
+        let text = resilient_runtime::Metrics::new().encode();
+        let target = static_target(port, &[2, 3]);
+        let line = |series: String| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.strip_prefix(' '))
+                .map(str::to_owned)
+        };
+        for (state, n) in [("active", "1"), ("ejected", "1"), ("unhealthy", "0")] {
+            let series = format!(r#"pool_endpoints{{target="{target}",state="{state}"}}"#);
+            assert_eq!(line(series).as_deref(), Some(n), "{state}:\n{text}");
+        }
+        let series = format!(r#"pool_ejections_total{{target="{target}"}}"#);
+        assert_eq!(line(series).as_deref(), Some("1"), "{text}");
+        drop((pool, client));
+        // The resolver task lets go of the pool once the runtime has dropped it.
+        eventually(Duration::from_secs(5), || {
+            !resilient_runtime::Metrics::new().encode().contains(&target)
+        })
+        .await
+        .expect("a dropped pool leaves the metrics");
+    }
 }
 
 /// A request the client cannot send (over its `max_encoding_message_size`) is the

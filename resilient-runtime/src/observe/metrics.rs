@@ -31,6 +31,8 @@
 //! | `service_retries_total` | counter | service, rpc, kind | extra attempts sent: `retry` (after a failed attempt), `hedge` (alongside one in flight) |
 //! | `bulkhead_rejected_calls_total` | counter | service, rpc | calls refused by a full bulkhead |
 //! | `service_request_duration_seconds` | histogram | service, rpc | duration of admitted calls |
+//! | `pool_endpoints` | gauge | target, state | endpoints of the live pools of a target (feature `discovery`), by state: `active`, `ejected`, `unhealthy` |
+//! | `pool_ejections_total` | counter | target | endpoints those pools ejected for failing calls |
 //!
 //! The state gauges cover every live breaker in the process, even one built before the
 //! metrics were installed; the other series cover breakers that carry this observer.
@@ -1080,6 +1082,36 @@ impl Collector for MetricsCollector {
                 counter(m, &labels, *n)
             },
         )?;
+        #[cfg(feature = "discovery")]
+        {
+            let pools = crate::pool::live_pools();
+            family(
+                &mut encoder,
+                "pool_endpoints",
+                "Endpoints of the live pools of a target, by state (active, ejected, unhealthy).",
+                MetricType::Gauge,
+                &pools,
+                |m, p| {
+                    for (state, n) in [
+                        ("active", p.active),
+                        ("ejected", p.ejected),
+                        ("unhealthy", p.unhealthy),
+                    ] {
+                        let labels = [("target", p.target.as_str()), ("state", state)];
+                        gauge(m, &labels, i64::try_from(n).unwrap_or(i64::MAX))?;
+                    }
+                    Ok(())
+                },
+            )?;
+            family(
+                &mut encoder,
+                "pool_ejections",
+                "Endpoints ejected for failing calls, by the live pools of a target.",
+                MetricType::Counter,
+                &pools,
+                |m, p| counter(m, &[("target", p.target.as_str())], p.ejections),
+            )?;
+        }
         family(
             &mut encoder,
             "service_retries",

@@ -37,8 +37,8 @@ mod health;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -360,6 +360,7 @@ impl PoolBuilder {
             turn: AtomicUsize::new(0),
             re_resolve: Arc::new(Notify::new()),
             eject_lock: Mutex::new(()),
+            ejections: AtomicU64::new(0),
             health_changes: Arc::new(health_changes),
             runtime: runtime.clone(),
             #[cfg(feature = "health")]
@@ -373,6 +374,7 @@ impl PoolBuilder {
             refresh: self.refresh,
         };
         let task = runtime.spawn(resolver.run(ctx)).abort_handle();
+        register(&state);
         Ok(Pool {
             inner: Arc::new(Inner { state, task }),
         })
@@ -527,6 +529,8 @@ pub(crate) struct State {
     re_resolve: Arc<Notify>,
     /// Held while deciding an ejection, so that the share limit holds.
     eject_lock: Mutex<()>,
+    /// Ejections so far.
+    ejections: AtomicU64,
     /// Health changes so far (every endpoint's cell bumps it).
     health_changes: Arc<watch::Sender<u64>>,
     /// Where probe tasks run.
@@ -569,6 +573,59 @@ impl Candidate for Routed<'_> {
     fn load(&self) -> usize {
         self.endpoint.load()
     }
+}
+
+/// Every pool of the process that is still alive, for the metrics.
+static POOLS: Mutex<Vec<Weak<State>>> = Mutex::new(Vec::new());
+
+fn register(state: &Arc<State>) {
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    pools.retain(|p| p.strong_count() > 0);
+    pools.push(Arc::downgrade(state));
+}
+
+/// The endpoints and ejections of the live pools of one target (several clients may
+/// have a pool each), summed.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PoolCounts {
+    pub(crate) target: String,
+    pub(crate) active: u64,
+    pub(crate) ejected: u64,
+    pub(crate) unhealthy: u64,
+    pub(crate) ejections: u64,
+}
+
+/// The live pools, by target (redacted), sorted.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn live_pools() -> Vec<PoolCounts> {
+    let states: Vec<Arc<State>> = POOLS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let mut by_target: std::collections::BTreeMap<String, PoolCounts> = Default::default();
+    for state in &states {
+        let target = state.target.to_string();
+        let counts = by_target
+            .entry(target.clone())
+            .or_insert_with(|| PoolCounts {
+                target,
+                ..Default::default()
+            });
+        let now = state.now();
+        for endpoint in state.snapshot().iter() {
+            match EndpointInfo::of(endpoint, state.epoch, now).state {
+                EndpointState::Active => counts.active += 1,
+                EndpointState::Ejected => counts.ejected += 1,
+                EndpointState::Unhealthy => counts.unhealthy += 1,
+            }
+        }
+        counts.ejections += state.ejections.load(Ordering::Relaxed);
+    }
+    drop(states);
+    by_target.into_values().collect()
 }
 
 fn endpoint_key(endpoint: &Arc<Endpoint>) -> EndpointKey {
@@ -693,6 +750,7 @@ impl State {
         });
         if let Some(until) = ejected {
             endpoint.ejected_until.store(until, Ordering::Release);
+            self.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 target = %self.target,
                 endpoint = %endpoint.address,
