@@ -222,6 +222,10 @@ impl Metrics {
     }
 
     /// Registers these metrics with `registry`, to be served with your own.
+    ///
+    /// Register one `Metrics` per registry: every `Metrics` reports the state of every
+    /// live breaker and pool of the process, so a second one in the same registry would
+    /// repeat those families, which Prometheus rejects.
     pub fn register(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(MetricsCollector {
             recorder: self.inner.recorder.clone(),
