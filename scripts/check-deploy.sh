@@ -105,11 +105,13 @@ mutant "HighServiceErrorRate with for: 2m" \
     '        for: 2m
         labels:
           severity: warning'
-mutant "CircuitBreakerOpen on the state gauge alone" \
+mutant "CircuitBreakerOpen without the refusals" \
     'circuit_breaker_state{state="open"} == 1
-            and ignoring (state) increase(circuit_breaker_rejected_calls_total[5m]) > 0
-            unless ignoring (state, mode) circuit_breaker_mode{mode!="normal"} == 1' \
+              and ignoring (state) increase(circuit_breaker_rejected_calls_total[5m]) > 0' \
     'circuit_breaker_state{state="open"} == 1'
+mutant "CircuitBreakerOpen without its mode guard" \
+    'unless ignoring (state, mode) circuit_breaker_mode{mode="normal"} == 0' \
+    ''
 mutant "HighServiceErrorRate dividing by zero requests" \
     '/ (sum by (service) (rate(service_requests_total[5m])) > 0)' \
     '/ sum by (service) (rate(service_requests_total[5m]))'

@@ -79,10 +79,12 @@ pub fn is_circuit_open(status: &Status) -> bool {
 /// `Inner` is the status itself.
 ///
 /// The breaker's name and retry-after hint are those of the last breaker that rejected
-/// or timed out a call in this task, which is the one that produced the error when it
-/// is converted where it is returned (`cb.call(..).await?`). An error carried to another
-/// task first, or converted after its task moved to another thread, converts without
-/// them (`circuit-breaker`), never with another breaker's.
+/// or timed out a call in this task (on this thread, outside any task), which is the one
+/// that produced the error when it is converted where it is returned
+/// (`cb.call(..).await?`). An error carried to another task first, converted after its
+/// task moved to another thread, or converted twice, converts without them
+/// (`circuit-breaker`). Two breakers refusing calls in one task before either error is
+/// converted (`join!`) can swap names.
 impl From<CircuitBreakerError<Status>> for Status {
     fn from(err: CircuitBreakerError<Status>) -> Status {
         let last = take_last_error();

@@ -462,12 +462,12 @@ async fn watch_mode_takes_a_frozen_replica_out() {
     let replica = Replica::start(ls.remove(0), true);
     replica.set(ServingStatus::Serving).await;
     let relay = Relay::start(2, replica.addr).await;
-    let interval = Duration::from_millis(200);
+    let interval = Duration::from_millis(300);
     let pool = Pool::builder(&format!("static:///{}", relay.addr))
         .health_check(HealthCheck {
             service: SERVICE.into(),
             interval,
-            timeout: Duration::from_millis(200),
+            timeout: Duration::from_secs(1),
             mode: HealthMode::Watch,
         })
         .build_resolved()

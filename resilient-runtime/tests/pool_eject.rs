@@ -159,12 +159,19 @@ async fn unavailable_answers_eject_other_codes_do_not() {
         let series = format!(r#"pool_ejections_total{{target="{target}"}}"#);
         assert_eq!(line(series).as_deref(), Some("1"), "{text}");
         drop((pool, client));
-        // The resolver task lets go of the pool once the runtime has dropped it.
+        // The resolver task lets go of the pool once the runtime has dropped it; its
+        // endpoints leave the gauges, its ejections stay counted.
+        let endpoints = format!(r#"pool_endpoints{{target="{target}""#);
         eventually(Duration::from_secs(5), || {
-            !resilient_runtime::Metrics::new().encode().contains(&target)
+            !resilient_runtime::Metrics::new()
+                .encode()
+                .contains(&endpoints)
         })
         .await
-        .expect("a dropped pool leaves the metrics");
+        .expect("a dropped pool leaves the gauges");
+        let text = resilient_runtime::Metrics::new().encode();
+        let series = format!(r#"pool_ejections_total{{target="{target}"}} 1"#);
+        assert!(text.lines().any(|l| l == series), "{text}");
     }
 }
 

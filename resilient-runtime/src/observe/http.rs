@@ -170,9 +170,10 @@ impl MetricsServerBuilder {
     /// A connection is closed this long after it was accepted, keep-alive or not: a
     /// response in flight then gets 5 more seconds to finish (a client that stops
     /// reading loses it). Prometheus simply reconnects for its next scrape. Default:
-    /// [`DEFAULT_MAX_CONNECTION_AGE`] (2 minutes).
+    /// [`DEFAULT_MAX_CONNECTION_AGE`] (2 minutes); less than a second counts as one
+    /// (a connection must live long enough to be answered).
     pub fn max_connection_age(mut self, age: Duration) -> Self {
-        self.limits.max_connection_age = age;
+        self.limits.max_connection_age = age.max(Duration::from_secs(1));
         self
     }
 

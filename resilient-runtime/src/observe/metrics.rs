@@ -20,7 +20,7 @@
 //! | metric | type | labels | what |
 //! |---|---|---|---|
 //! | `circuit_breaker_state` | gauge | service, rpc, state | 1 for the current state (`closed`, `open`, `half_open`), 0 for the other two |
-//! | `circuit_breaker_mode` | gauge | service, rpc, mode | 1 for the current mode (`normal`, `forced_open`, `forced_closed`, `disabled`, `metrics_only`), 0 for the others |
+//! | `circuit_breaker_mode` | gauge | service, rpc, mode | breakers in each mode (`normal`, `forced_open`, `forced_closed`, `disabled`, `metrics_only`): 1 for a lone breaker's mode, 0 for the others |
 //! | `circuit_breaker_consecutive_failures` | gauge | service, rpc | failures in a row in the current closed period |
 //! | `circuit_breaker_transitions_total` | counter | service, rpc, from, to | state changes |
 //! | `circuit_breaker_rejected_calls_total` | counter | service, rpc | calls refused by an open circuit |
@@ -32,7 +32,7 @@
 //! | `bulkhead_rejected_calls_total` | counter | service, rpc | calls refused by a full bulkhead |
 //! | `service_request_duration_seconds` | histogram | service, rpc | duration of admitted calls |
 //! | `pool_endpoints` | gauge | target, state | endpoints of the live pools of a target (feature `discovery`), by state: `active`, `ejected`, `unhealthy` |
-//! | `pool_ejections_total` | counter | target | endpoints those pools ejected for failing calls |
+//! | `pool_ejections_total` | counter | target | endpoints the target's pools ejected for failing calls, since the process started |
 //!
 //! The state gauges cover every live breaker in the process, even one built before the
 //! metrics were installed; the other series cover breakers that carry this observer.
@@ -40,7 +40,7 @@
 //! that share labels (two clients of one service) share their counters, and their state
 //! gauge shows the worst state of the group (open, then half-open, then closed), so that
 //! `circuit_breaker_state{state="open"} == 1` holds while any of them is open; their mode
-//! gauge shows an operator's override if any of them has one.
+//! gauge counts them by mode.
 //!
 //! Calls refused by an open circuit are not requests: they are counted in
 //! `circuit_breaker_rejected_calls_total` only. `service_errors_total` is fed by
@@ -674,6 +674,8 @@ pub(crate) struct Live {
     pub(crate) state: CircuitBreakerState,
     /// A mode other than normal, if any breaker of the group has one.
     pub(crate) mode: Mode,
+    /// How many breakers of the group are in each mode, in [`Mode::ALL`] order.
+    pub(crate) modes: [u32; 5],
     /// The most consecutive failures of the group.
     pub(crate) consecutive_failures: u32,
     /// When the soonest open breaker of the group lets a probe through.
@@ -701,6 +703,7 @@ fn live(recorder: Option<&Recorder>) -> Vec<Live> {
                 rpc: rpc.to_owned(),
                 state,
                 mode: Mode::Normal,
+                modes: [0; 5],
                 consecutive_failures: 0,
                 retry_after: None,
             });
@@ -716,6 +719,9 @@ fn merge(entry: &mut Live, breaker: &CircuitBreaker, state: CircuitBreakerState)
     let mode = breaker.mode();
     if mode != Mode::Normal {
         entry.mode = mode;
+    }
+    if let Some(i) = Mode::ALL.iter().position(|m| *m == mode) {
+        entry.modes[i] += 1;
     }
     entry.consecutive_failures = entry
         .consecutive_failures
@@ -941,17 +947,17 @@ impl Collector for MetricsCollector {
         family(
             &mut encoder,
             "circuit_breaker_mode",
-            "Who decides the breaker's state: 1 for the current mode (normal, forced_open, forced_closed, disabled, metrics_only), 0 for the others.",
+            "Who decides the breaker's state, by mode (normal, forced_open, forced_closed, disabled, metrics_only): how many breakers of these labels are in it (1 or 0 for a lone breaker).",
             MetricType::Gauge,
             &live,
             |m, l| {
-                for mode in Mode::ALL {
+                for (mode, n) in Mode::ALL.iter().zip(l.modes) {
                     let labels = [
                         ("service", l.service.as_str()),
                         ("rpc", l.rpc.as_str()),
                         ("mode", mode.as_str()),
                     ];
-                    gauge(m, &labels, i64::from(l.mode == mode))?;
+                    gauge(m, &labels, i64::from(n))?;
                 }
                 Ok(())
             },
@@ -1110,10 +1116,10 @@ impl Collector for MetricsCollector {
             family(
                 &mut encoder,
                 "pool_ejections",
-                "Endpoints ejected for failing calls, by the live pools of a target.",
+                "Endpoints ejected for failing calls, by the pools of a target, since the process started.",
                 MetricType::Counter,
-                &pools,
-                |m, p| counter(m, &[("target", p.target.as_str())], p.ejections),
+                &crate::pool::ejections_by_target(),
+                |m, (target, n)| counter(m, &[("target", target.as_str())], *n),
             )?;
         }
         family(

@@ -14,7 +14,7 @@ use std::time::Duration;
 ///
 /// An endpoint is ejected only while fewer than `max_ejected_percent` of the endpoints
 /// are out of rotation, whether ejected or reported down by their health check (at
-/// least one may always be ejected): failures seen by callers never take the last
+/// least one, when no other is out): failures seen by callers never take the last
 /// healthy share of a pool away. If every endpoint is out, the pool uses the ejected ones
 /// that their health check does not call down, else all of them (panic mode): better a
 /// call that may fail than one refused for certain.
@@ -27,8 +27,8 @@ pub struct Ejection {
     /// The longest ejection. Default: 5 min.
     pub max_time: Duration,
     /// The largest share of endpoints out of rotation (ejected, or down by their health
-    /// check) that still allows an ejection, in percent (at least one endpoint may
-    /// always be ejected). Default: 50.
+    /// check) that still allows an ejection, in percent (one endpoint may always be
+    /// ejected while no other is out). Default: 50.
     pub max_ejected_percent: u8,
 }
 

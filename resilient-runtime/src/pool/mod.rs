@@ -345,6 +345,7 @@ impl PoolBuilder {
         let (reports, _) = watch::channel(0u64);
         let (generation, _) = watch::channel(0u64);
         let (health_changes, _) = watch::channel(0u64);
+        let ejections = ejection_counter(&target);
         let state = Arc::new(State {
             target,
             balance: self.balance,
@@ -360,7 +361,7 @@ impl PoolBuilder {
             turn: AtomicUsize::new(0),
             re_resolve: Arc::new(Notify::new()),
             eject_lock: Mutex::new(()),
-            ejections: AtomicU64::new(0),
+            ejections,
             health_changes: Arc::new(health_changes),
             runtime: runtime.clone(),
             #[cfg(feature = "health")]
@@ -529,8 +530,8 @@ pub(crate) struct State {
     re_resolve: Arc<Notify>,
     /// Held while deciding an ejection, so that the share limit holds.
     eject_lock: Mutex<()>,
-    /// Ejections so far.
-    ejections: AtomicU64,
+    /// Ejections so far, of every pool of this target (see [`ejection_counter`]).
+    ejections: Arc<AtomicU64>,
     /// Health changes so far (every endpoint's cell bumps it).
     health_changes: Arc<watch::Sender<u64>>,
     /// Where probe tasks run.
@@ -584,8 +585,29 @@ fn register(state: &Arc<State>) {
     pools.push(Arc::downgrade(state));
 }
 
-/// The endpoints and ejections of the live pools of one target (several clients may
-/// have a pool each), summed.
+/// Ejections by target (redacted), over the life of the process: a counter that a pool
+/// going away does not take down.
+static EJECTIONS: Mutex<std::collections::BTreeMap<String, Arc<AtomicU64>>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+fn ejection_counter(target: &Target) -> Arc<AtomicU64> {
+    let mut all = EJECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    all.entry(target.to_string()).or_default().clone()
+}
+
+/// Every target's ejections so far, by target, sorted.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn ejections_by_target() -> Vec<(String, u64)> {
+    EJECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(target, n)| (target.clone(), n.load(Ordering::Relaxed)))
+        .collect()
+}
+
+/// The endpoints of the live pools of one target (several clients may have a pool
+/// each), summed.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PoolCounts {
@@ -593,7 +615,6 @@ pub(crate) struct PoolCounts {
     pub(crate) active: u64,
     pub(crate) ejected: u64,
     pub(crate) unhealthy: u64,
-    pub(crate) ejections: u64,
 }
 
 /// The live pools, by target (redacted), sorted.
@@ -622,7 +643,6 @@ pub(crate) fn live_pools() -> Vec<PoolCounts> {
                 EndpointState::Unhealthy => counts.unhealthy += 1,
             }
         }
-        counts.ejections += state.ejections.load(Ordering::Relaxed);
     }
     drop(states);
     by_target.into_values().collect()
