@@ -588,12 +588,12 @@ impl Recorder {
 
 impl Observer for Recorder {
     fn on_transition(&self, event: &TransitionEvent<'_>) {
-        if event.from == event.to {
-            // A mode set without a change of state: `circuit_breaker_mode` shows it.
-            return;
-        }
         self.with(&event.breaker, |s| {
-            s.transitions[state_index(event.from)][state_index(event.to)].fetch_add(1, Relaxed);
+            // A mode set without a change of state is no transition (the mode gauge
+            // shows it), but forcing an open circuit open still says why it is open.
+            if event.from != event.to {
+                s.transitions[state_index(event.from)][state_index(event.to)].fetch_add(1, Relaxed);
+            }
             if event.to == CircuitBreakerState::Open {
                 *lock(&s.last_open_reason) = Some(event.reason.to_string());
             }
