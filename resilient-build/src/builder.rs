@@ -43,6 +43,28 @@ fn written() -> MutexGuard<'static, BTreeMap<PathBuf, Written>> {
     WRITTEN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Which of tonic-prost-build's attribute options an attribute goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TonicAttribute {
+    ClientMod,
+    Client,
+    ServerMod,
+    Server,
+    Trait,
+}
+
+impl TonicAttribute {
+    fn option(self) -> &'static str {
+        match self {
+            TonicAttribute::ClientMod => "client_mod_attribute",
+            TonicAttribute::Client => "client_attribute",
+            TonicAttribute::ServerMod => "server_mod_attribute",
+            TonicAttribute::Server => "server_attribute",
+            TonicAttribute::Trait => "trait_attribute",
+        }
+    }
+}
+
 /// Configures code generation; created by [`configure`](crate::configure).
 ///
 /// Every option is optional; each one's documentation states its default.
@@ -56,6 +78,9 @@ pub struct Builder {
     field_attributes: Vec<(String, String)>,
     message_attributes: Vec<(String, String)>,
     enum_attributes: Vec<(String, String)>,
+    /// tonic's attributes: (option, path, attribute).
+    tonic_attributes: Vec<(TonicAttribute, String, String)>,
+    generate_default_stubs: bool,
     bytes: Vec<String>,
     btree_maps: Vec<String>,
     boxed: Vec<String>,
@@ -78,6 +103,8 @@ impl Default for Builder {
             field_attributes: Vec::new(),
             message_attributes: Vec::new(),
             enum_attributes: Vec::new(),
+            tonic_attributes: Vec::new(),
+            generate_default_stubs: false,
             bytes: Vec::new(),
             btree_maps: Vec::new(),
             boxed: Vec::new(),
@@ -173,6 +200,64 @@ impl Builder {
     pub fn enum_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
         self.enum_attributes
             .push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
+        self
+    }
+
+    /// Adds an attribute to tonic's client modules (`<service>_client`) of the services
+    /// under `path`, as `tonic_prost_build::Builder::client_mod_attribute` does. None by
+    /// default.
+    ///
+    /// This and the four options below match as tonic does, unlike the prost options:
+    /// the package without a leading dot (`"nova.auth.v1"`), a service's full name
+    /// (`"nova.auth.v1.AuthService"`) or its last segments (`"AuthService"`), or `"."`
+    /// for all.
+    pub fn client_mod_attribute(self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.tonic_attribute(TonicAttribute::ClientMod, path, attribute)
+    }
+
+    /// Adds an attribute to tonic's client structs of the services under `path`, as
+    /// `tonic_prost_build::Builder::client_attribute` does. None by default.
+    pub fn client_attribute(self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.tonic_attribute(TonicAttribute::Client, path, attribute)
+    }
+
+    /// Adds an attribute to tonic's server modules of the services under `path`, as
+    /// `tonic_prost_build::Builder::server_mod_attribute` does. None by default.
+    pub fn server_mod_attribute(self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.tonic_attribute(TonicAttribute::ServerMod, path, attribute)
+    }
+
+    /// Adds an attribute to tonic's server structs of the services under `path`, as
+    /// `tonic_prost_build::Builder::server_attribute` does. None by default.
+    pub fn server_attribute(self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.tonic_attribute(TonicAttribute::Server, path, attribute)
+    }
+
+    /// Adds an attribute to tonic's server traits of the services under `path`, as
+    /// `tonic_prost_build::Builder::trait_attribute` does. None by default.
+    pub fn trait_attribute(self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.tonic_attribute(TonicAttribute::Trait, path, attribute)
+    }
+
+    fn tonic_attribute(
+        mut self,
+        kind: TonicAttribute,
+        path: impl AsRef<str>,
+        attribute: impl AsRef<str>,
+    ) -> Self {
+        self.tonic_attributes.push((
+            kind,
+            path.as_ref().to_owned(),
+            attribute.as_ref().to_owned(),
+        ));
+        self
+    }
+
+    /// Gives every method of tonic's server traits a default body that answers
+    /// `UNIMPLEMENTED`, as `tonic_prost_build::Builder::generate_default_stubs` does.
+    /// Default: `false`.
+    pub fn generate_default_stubs(mut self, enable: bool) -> Self {
+        self.generate_default_stubs = enable;
         self
     }
 
@@ -415,11 +500,16 @@ impl Builder {
             ("message_attribute", &self.message_attributes),
             ("enum_attribute", &self.enum_attributes),
         ];
+        let tonic = self
+            .tonic_attributes
+            .iter()
+            .map(|(kind, path, attribute)| (kind.option(), (path.clone(), attribute.clone())));
         let problems: Vec<String> = lists
             .into_iter()
-            .flat_map(|(option, list)| list.iter().map(move |entry| (option, entry)))
+            .flat_map(|(option, list)| list.iter().map(move |entry| (option, entry.clone())))
+            .chain(tonic)
             .filter_map(|(option, (path, attribute))| {
-                let parsed = syn::Attribute::parse_outer.parse_str(attribute);
+                let parsed = syn::Attribute::parse_outer.parse_str(&attribute);
                 let why = match parsed {
                     Ok(attributes) if attributes.is_empty() => "it holds no attribute".to_owned(),
                     Ok(_) => return None,
@@ -467,10 +557,20 @@ impl Builder {
         compiler: &protox::Compiler,
         plans: HashMap<String, ServicePlan>,
     ) -> io::Result<Vec<(String, String)>> {
-        let tonic = tonic_prost_build::configure()
+        let mut tonic = tonic_prost_build::configure()
             .build_client(self.build_client)
             .build_server(self.build_server)
-            .service_generator();
+            .generate_default_stubs(self.generate_default_stubs);
+        for (kind, path, attribute) in &self.tonic_attributes {
+            tonic = match kind {
+                TonicAttribute::ClientMod => tonic.client_mod_attribute(path, attribute),
+                TonicAttribute::Client => tonic.client_attribute(path, attribute),
+                TonicAttribute::ServerMod => tonic.server_mod_attribute(path, attribute),
+                TonicAttribute::Server => tonic.server_attribute(path, attribute),
+                TonicAttribute::Trait => tonic.trait_attribute(path, attribute),
+            };
+        }
+        let tonic = tonic.service_generator();
         let errors = Rc::new(RefCell::new(Vec::new()));
         let formatted = Rc::new(RefCell::new(HashMap::new()));
         let generator = ResilientServiceGenerator {
@@ -1297,6 +1397,41 @@ message Ping {}
             cargo.contains("cargo:warning=") && cargo.contains("is not valid UTF-8"),
             "{cargo}"
         );
+    }
+
+    #[test]
+    fn tonic_options_pass_through_and_raw_clients_stay_hidden() {
+        let dir = project("tonic-options");
+        let out = dir.0.join("out");
+        let builder = crate::configure()
+            .out_dir(&out)
+            .expose_raw_clients(false)
+            .generate_default_stubs(true)
+            .client_mod_attribute("nova.auth.v1", "#[doc(alias = \"raw_auth\")]")
+            .client_attribute("AuthService", "#[doc(alias = \"raw_client\")]")
+            .server_mod_attribute(".", "#[doc(alias = \"auth_server_mod\")]")
+            .server_attribute(
+                "nova.auth.v1.AuthService",
+                "#[doc(alias = \"auth_server\")]",
+            )
+            .trait_attribute("AuthService", "#[doc(alias = \"auth_trait\")]");
+        run(&builder, &dir.0).unwrap();
+        let auth = fs::read_to_string(out.join("nova.auth.v1.rs")).unwrap();
+        for alias in [
+            "raw_auth",
+            "raw_client",
+            "auth_server_mod",
+            "auth_server",
+            "auth_trait",
+        ] {
+            assert!(
+                auth.contains(&format!("alias = \"{alias}\"")),
+                "{alias}:\n{auth}"
+            );
+        }
+        assert!(auth.contains("\nmod auth_service_client {"), "{auth}");
+        assert!(!auth.contains("pub mod auth_service_client"), "{auth}");
+        assert!(auth.contains("Unimplemented"), "default stubs:\n{auth}");
     }
 
     #[test]
