@@ -21,6 +21,9 @@ use crate::discover::Address;
 const UNAVAILABLE: i32 = 14;
 
 pub(crate) struct Endpoint {
+    /// Unique in the process, never reused: what a retry remembers of the endpoints its
+    /// call tried (an address in memory could be a new endpoint's by then).
+    pub(crate) id: u64,
     pub(crate) address: Address,
     pub(crate) channel: Channel,
     pub(crate) in_flight: AtomicUsize,
@@ -50,7 +53,9 @@ impl Endpoint {
         health: Arc<HealthCell>,
         probe: Option<tokio::task::AbortHandle>,
     ) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Endpoint {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address,
             channel,
             in_flight: AtomicUsize::new(0),

@@ -649,7 +649,7 @@ pub(crate) fn live_pools() -> Vec<PoolCounts> {
 }
 
 fn endpoint_key(endpoint: &Arc<Endpoint>) -> EndpointKey {
-    Arc::as_ptr(endpoint) as EndpointKey
+    endpoint.id
 }
 
 impl State {

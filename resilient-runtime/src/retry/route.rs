@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, Mutex};
 
-/// An endpoint's identity for the life of one call (its address in memory).
-pub(crate) type EndpointKey = usize;
+/// An endpoint's identity: unique in the process, never reused.
+pub(crate) type EndpointKey = u64;
 
 /// The endpoints tried by the attempts of one call. Clones share the list.
 #[derive(Debug, Clone, Default)]
