@@ -158,6 +158,12 @@ async fn unavailable_answers_eject_other_codes_do_not() {
         }
         let series = format!(r#"pool_ejections_total{{target="{target}"}}"#);
         assert_eq!(line(series).as_deref(), Some("1"), "{text}");
+        // So does the dashboard.
+        let page = resilient_runtime::dashboard::render();
+        assert!(
+            page.contains(&format!("{target}: 1 active, 1 ejected\n")),
+            "{page}"
+        );
         drop((pool, client));
         // The resolver task lets go of the pool once the runtime has dropped it; its
         // endpoints leave the gauges, its ejections stay counted.

@@ -18,6 +18,10 @@
 //! rendered that long, since the metrics were created until then. A service with several
 //! RPCs shows its worst state, with one line per RPC when they differ.
 //!
+//! With pools in the process (feature `discovery`), an `Endpoints:` section follows: each
+//! target's endpoints by state (`3 active, 1 ejected`), marked CRITICAL when none is
+//! active.
+//!
 //! The error rate is non-OK statuses over admitted calls, as the `HighServiceErrorRate`
 //! alert computes it. It is marked HIGH from 1% and CRITICAL from 5%
 //! ([`HIGH_ERROR_RATE`], [`CRITICAL_ERROR_RATE`]): earlier than the alert, which pages
@@ -174,6 +178,7 @@ impl Dashboard {
         }
         View {
             services,
+            pools: pools(),
             span: window.map(|w| match w.span {
                 Some(span) => Span::Last(span),
                 None => Span::SinceStart,
@@ -249,22 +254,39 @@ impl Dashboard {
                 out,
                 "└── (no metrics: call resilient_runtime::metrics::Metrics::install_global())"
             )?;
-            return Ok(());
-        }
-        for (i, s) in view.services.iter().enumerate() {
-            let branch = if i + 1 == view.services.len() {
-                "└──"
-            } else {
-                "├──"
-            };
-            match s.error_rate() {
-                None => writeln!(out, "{branch} {}: no calls", s.name)?,
-                Some(rate) => {
-                    write!(out, "{branch} {}: {}", s.name, format_percent(rate))?;
-                    match self.mark(rate) {
-                        Some(mark) => writeln!(out, " ← {mark}")?,
-                        None => writeln!(out)?,
+        } else {
+            for (i, s) in view.services.iter().enumerate() {
+                let branch = if i + 1 == view.services.len() {
+                    "└──"
+                } else {
+                    "├──"
+                };
+                match s.error_rate() {
+                    None => writeln!(out, "{branch} {}: no calls", s.name)?,
+                    Some(rate) => {
+                        write!(out, "{branch} {}: {}", s.name, format_percent(rate))?;
+                        match self.mark(rate) {
+                            Some(mark) => writeln!(out, " ← {mark}")?,
+                            None => writeln!(out)?,
+                        }
                     }
+                }
+            }
+        }
+        if !view.pools.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "Endpoints:")?;
+            for (i, p) in view.pools.iter().enumerate() {
+                let branch = if i + 1 == view.pools.len() {
+                    "└──"
+                } else {
+                    "├──"
+                };
+                write!(out, "{branch} {}: {}", p.target, p.counts())?;
+                if p.none_active() {
+                    writeln!(out, " ← CRITICAL")?;
+                } else {
+                    writeln!(out)?;
                 }
             }
         }
@@ -413,15 +435,81 @@ impl Dashboard {
             writeln!(out, "</tbody></table></section>")?;
         }
         writeln!(out, "</main>")?;
+        if !view.pools.is_empty() {
+            writeln!(
+                out,
+                r#"<section class="pools"><h2>Endpoints</h2><table><thead><tr><th>target</th><th>active</th><th>ejected</th><th>unhealthy</th></tr></thead><tbody>"#
+            )?;
+            for p in &view.pools {
+                writeln!(
+                    out,
+                    r#"<tr class="{}" data-target="{target}"><td>{target}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                    if p.none_active() { "open" } else { "closed" },
+                    p.active,
+                    p.ejected,
+                    p.unhealthy,
+                    target = escape(&p.target),
+                )?;
+            }
+            writeln!(out, "</tbody></table></section>")?;
+        }
         Ok(())
     }
 }
 
 struct View {
     services: Vec<ServiceView>,
+    /// The live pools' endpoints, by target (empty without the `discovery` feature).
+    pools: Vec<PoolView>,
     /// The metrics window, when there are metrics.
     span: Option<Span>,
     latency: bool,
+}
+
+/// The endpoints of a target's live pools.
+struct PoolView {
+    target: String,
+    active: u64,
+    ejected: u64,
+    unhealthy: u64,
+}
+
+impl PoolView {
+    /// `3 active, 1 ejected`: the states that have endpoints, active always.
+    fn counts(&self) -> String {
+        let mut parts = vec![format!("{} active", self.active)];
+        if self.ejected > 0 {
+            parts.push(format!("{} ejected", self.ejected));
+        }
+        if self.unhealthy > 0 {
+            parts.push(format!("{} unhealthy", self.unhealthy));
+        }
+        parts.join(", ")
+    }
+
+    /// Every endpoint is out of rotation, or there is none: calls fail or go anywhere.
+    fn none_active(&self) -> bool {
+        self.active == 0
+    }
+}
+
+fn pools() -> Vec<PoolView> {
+    #[cfg(feature = "discovery")]
+    {
+        crate::pool::live_pools()
+            .into_iter()
+            .map(|p| PoolView {
+                target: p.target,
+                active: p.active,
+                ejected: p.ejected,
+                unhealthy: p.unhealthy,
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "discovery"))]
+    {
+        Vec::new()
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -643,6 +731,32 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_lines_show_the_states_that_have_endpoints() {
+        let pool = |active, ejected, unhealthy| PoolView {
+            target: "dns:///auth:8083".into(),
+            active,
+            ejected,
+            unhealthy,
+        };
+        assert_eq!(pool(3, 0, 0).counts(), "3 active");
+        assert_eq!(pool(1, 1, 2).counts(), "1 active, 1 ejected, 2 unhealthy");
+        assert!(!pool(1, 1, 0).none_active());
+        assert!(pool(0, 2, 0).none_active());
+        let view = View {
+            services: Vec::new(),
+            pools: vec![pool(0, 2, 0)],
+            span: None,
+            latency: false,
+        };
+        let mut text = String::new();
+        Dashboard::default().write_text(&view, &mut text).unwrap();
+        assert!(
+            text.ends_with("Endpoints:\n└── dns:///auth:8083: 0 active, 2 ejected ← CRITICAL\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn formats() {
