@@ -181,6 +181,47 @@ async fn unavailable_answers_eject_other_codes_do_not() {
     }
 }
 
+/// Two clients of one target have a pool each over the same replicas: the endpoint
+/// gauge counts each replica once, in the best state a pool sees it in.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_gauge_counts_each_replica_once() {
+    let (port, reps) = replicas(&[2, 3]);
+    let target = static_target(port, &[2, 3]);
+    let build = || {
+        Pool::builder(&target)
+            .balance(Balance::RoundRobin)
+            .build_resolved()
+    };
+    let (ejecting, other) = (build().await.unwrap(), build().await.unwrap());
+    reps[1].set_unavailable(true);
+    for _ in 0..10 {
+        let _ = check(&ejecting, CALL).await;
+    }
+    assert_eq!(ejected(&ejecting), 1);
+    assert_eq!(ejected(&other), 0);
+    let gauge = |state: &str| {
+        let series = format!(r#"pool_endpoints{{target="{target}",state="{state}"}} "#);
+        resilient_runtime::Metrics::new()
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+    };
+    assert_eq!(
+        gauge("active").as_deref(),
+        Some("2"),
+        "the other pool still calls it"
+    );
+    assert_eq!(gauge("ejected").as_deref(), Some("0"));
+    drop(other);
+    eventually(Duration::from_secs(5), || {
+        gauge("ejected").as_deref() == Some("1")
+    })
+    .await
+    .expect("with the other pool gone, the ejected replica shows");
+    assert_eq!(gauge("active").as_deref(), Some("1"));
+}
+
 /// A request the client cannot send (over its `max_encoding_message_size`) is the
 /// caller's mistake: it ejects no endpoint, and the caller gets the status tonic gives
 /// without a pool.

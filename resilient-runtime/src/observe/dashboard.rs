@@ -19,8 +19,8 @@
 //! RPCs shows its worst state, with one line per RPC when they differ.
 //!
 //! With pools in the process (feature `discovery`), an `Endpoints:` section follows: each
-//! target's endpoints by state (`3 active, 1 ejected`), marked CRITICAL when none is
-//! active.
+//! target's endpoints by state (`3 active, 1 ejected`; each address once, in the best
+//! state any of the target's pools sees it in), marked CRITICAL when none is active.
 //!
 //! The error rate is non-OK statuses over admitted calls, as the `HighServiceErrorRate`
 //! alert computes it. It is marked HIGH from 1% and CRITICAL from 5%

@@ -31,7 +31,7 @@
 //! | `service_retries_total` | counter | service, rpc, kind | extra attempts sent: `retry` (after a failed attempt), `hedge` (alongside one in flight) |
 //! | `bulkhead_rejected_calls_total` | counter | service, rpc | calls refused by a full bulkhead |
 //! | `service_request_duration_seconds` | histogram | service, rpc | duration of admitted calls |
-//! | `pool_endpoints` | gauge | target, state | endpoints of the live pools of a target (feature `discovery`), by state: `active`, `ejected`, `unhealthy` |
+//! | `pool_endpoints` | gauge | target, state | endpoints of the live pools of a target (feature `discovery`), by state: `active`, `ejected`, `unhealthy`; each address once, in the best state any pool sees it in |
 //! | `pool_ejections_total` | counter | target | endpoints the target's pools ejected for failing calls, since the process started |
 //!
 //! The state gauges cover every live breaker in the process, even one built before the
@@ -1098,7 +1098,7 @@ impl Collector for MetricsCollector {
             family(
                 &mut encoder,
                 "pool_endpoints",
-                "Endpoints of the live pools of a target, by state (active, ejected, unhealthy).",
+                "Endpoints of the live pools of a target, by state (active, ejected, unhealthy); each address once, in the best state any pool sees it in.",
                 MetricType::Gauge,
                 &pools,
                 |m, p| {

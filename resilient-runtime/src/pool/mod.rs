@@ -606,8 +606,8 @@ pub(crate) fn ejections_by_target() -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The endpoints of the live pools of one target (several clients may have a pool
-/// each), summed.
+/// The endpoints of the live pools of one target, each address counted once: several
+/// clients of one target in a process have a pool each, over the same replicas.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PoolCounts {
@@ -617,35 +617,48 @@ pub(crate) struct PoolCounts {
     pub(crate) unhealthy: u64,
 }
 
-/// The live pools, by target (redacted), sorted.
+/// The live pools, by target (redacted), sorted. An address that pools of one target
+/// see in different states counts in the best of them (active, then ejected, then
+/// unhealthy): how many replicas the process can still call.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) fn live_pools() -> Vec<PoolCounts> {
+    use std::collections::BTreeMap;
     let states: Vec<Arc<State>> = POOLS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    let mut by_target: std::collections::BTreeMap<String, PoolCounts> = Default::default();
+    // target -> address -> best state (0 active, 1 ejected, 2 unhealthy)
+    let mut by_target: BTreeMap<String, BTreeMap<String, u8>> = BTreeMap::new();
     for state in &states {
-        let target = state.target.to_string();
-        let counts = by_target
-            .entry(target.clone())
-            .or_insert_with(|| PoolCounts {
-                target,
-                ..Default::default()
-            });
+        let addresses = by_target.entry(state.target.to_string()).or_default();
         let now = state.now();
         for endpoint in state.snapshot().iter() {
-            match EndpointInfo::of(endpoint, state.epoch, now).state {
-                EndpointState::Active => counts.active += 1,
-                EndpointState::Ejected => counts.ejected += 1,
-                EndpointState::Unhealthy => counts.unhealthy += 1,
-            }
+            let rank = match EndpointInfo::of(endpoint, state.epoch, now).state {
+                EndpointState::Active => 0,
+                EndpointState::Ejected => 1,
+                EndpointState::Unhealthy => 2,
+            };
+            let best = addresses
+                .entry(endpoint.address.to_string())
+                .or_insert(rank);
+            *best = (*best).min(rank);
         }
     }
     drop(states);
-    by_target.into_values().collect()
+    by_target
+        .into_iter()
+        .map(|(target, addresses)| {
+            let count = |rank: u8| addresses.values().filter(|r| **r == rank).count() as u64;
+            PoolCounts {
+                active: count(0),
+                ejected: count(1),
+                unhealthy: count(2),
+                target,
+            }
+        })
+        .collect()
 }
 
 fn endpoint_key(endpoint: &Arc<Endpoint>) -> EndpointKey {
