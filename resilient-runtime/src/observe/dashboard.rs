@@ -614,11 +614,12 @@ struct RpcView {
 
 impl RpcView {
     fn live(l: Live) -> Self {
+        let mode = l.mode();
         RpcView {
             rpc: l.rpc,
             live: true,
             state: l.state,
-            mode: l.mode,
+            mode,
             consecutive_failures: l.consecutive_failures,
             retry_after: l.retry_after,
             open_reason: None,

@@ -672,14 +672,25 @@ pub(crate) struct Live {
     pub(crate) rpc: String,
     /// The worst state of the group.
     pub(crate) state: CircuitBreakerState,
-    /// A mode other than normal, if any breaker of the group has one.
-    pub(crate) mode: Mode,
     /// How many breakers of the group are in each mode, in [`Mode::ALL`] order.
     pub(crate) modes: [u32; 5],
     /// The most consecutive failures of the group.
     pub(crate) consecutive_failures: u32,
     /// When the soonest open breaker of the group lets a probe through.
     pub(crate) retry_after: Option<Duration>,
+}
+
+impl Live {
+    /// An operator's override if a breaker of the group has one (the first in
+    /// [`Mode::ALL`] order), else normal.
+    pub(crate) fn mode(&self) -> Mode {
+        Mode::ALL
+            .iter()
+            .zip(self.modes)
+            .skip(1)
+            .find(|(_, n)| *n > 0)
+            .map_or(Mode::Normal, |(m, _)| *m)
+    }
 }
 
 /// Every live breaker, grouped by label pair, sorted by (service, rpc). When `recorder`
@@ -702,7 +713,6 @@ fn live(recorder: Option<&Recorder>) -> Vec<Live> {
                 service: service.to_owned(),
                 rpc: rpc.to_owned(),
                 state,
-                mode: Mode::Normal,
                 modes: [0; 5],
                 consecutive_failures: 0,
                 retry_after: None,
@@ -717,9 +727,6 @@ fn merge(entry: &mut Live, breaker: &CircuitBreaker, state: CircuitBreakerState)
         entry.state = state;
     }
     let mode = breaker.mode();
-    if mode != Mode::Normal {
-        entry.mode = mode;
-    }
     if let Some(i) = Mode::ALL.iter().position(|m| *m == mode) {
         entry.modes[i] += 1;
     }
