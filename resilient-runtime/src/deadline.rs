@@ -47,6 +47,19 @@ pub(crate) fn grpc_timeout_header(timeout: Duration) -> http::HeaderValue {
         .unwrap_or_else(|_| http::HeaderValue::from_static("0n"))
 }
 
+/// What the generated client notes on an attempt, as a request extension, for a transport
+/// that holds endpoints to the deadlines they miss ([`crate::Pool`]) when the
+/// `grpc-timeout` header does not tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptBudget {
+    /// The RPC's own deadline for this attempt, not sent as `grpc-timeout` (propagation
+    /// off, or a stream, whose deadline covers its response headers only).
+    Own(Duration),
+    /// The caller's deadline, or what earlier attempts left of the RPC's: an endpoint
+    /// that misses it is not at fault.
+    Short,
+}
+
 /// Sets `request`'s `grpc-timeout` header to `value`, replacing any. With
 /// [`grpc_timeout_header`], this is `Request::set_timeout`, except that a timeout beyond
 /// the protocol's largest value (99 999 999 hours) is capped rather than a panic.

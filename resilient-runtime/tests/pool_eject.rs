@@ -1,5 +1,5 @@
 //! Outlier ejection over real tonic servers: a killed replica still listed, UNAVAILABLE
-//! answers, the share limit, panic mode, return after the ejection, caller timeouts.
+//! answers, the share limit, panic mode, return after the ejection, missed deadlines.
 #![cfg(feature = "discovery")]
 
 mod discovery_support;
@@ -357,15 +357,57 @@ async fn panic_mode_uses_every_endpoint_when_all_are_ejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_timeout_is_not_the_endpoints_fault() {
-    let (port, reps) = replicas(&[2]);
-    reps[0].set_delay(Duration::from_millis(400));
-    let pool = Pool::from_target(&static_target(port, &[2])).unwrap();
-    for _ in 0..5 {
-        let status = check(&pool, Duration::from_millis(50)).await.unwrap_err();
-        assert!(is_client_timeout(&status), "{status:?}");
+async fn a_deadline_no_endpoint_meets_is_held_against_none() {
+    // One replica, then three: all slower than the caller's deadline.
+    for hosts in [&[2][..], &[2, 3, 4]] {
+        let (port, reps) = replicas(hosts);
+        for r in &reps {
+            r.set_delay(Duration::from_millis(400));
+        }
+        let pool = Pool::builder(&static_target(port, hosts))
+            .balance(Balance::RoundRobin)
+            .build_resolved()
+            .await
+            .unwrap();
+        for _ in 0..6 {
+            let status = check(&pool, Duration::from_millis(50)).await.unwrap_err();
+            assert!(is_client_timeout(&status), "{status:?}");
+        }
+        for e in pool.endpoints() {
+            assert_eq!((e.failures, e.consecutive_failures), (0, 0), "{e:?}");
+            assert_eq!(e.state, EndpointState::Active);
+        }
     }
-    let e = &pool.endpoints()[0];
-    assert_eq!((e.failures, e.consecutive_failures), (0, 0));
-    assert_eq!(e.state, EndpointState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_that_lets_deadlines_pass_while_others_answer_is_ejected() {
+    let (port, reps) = replicas(&[2, 3, 4]);
+    reps[1].set_delay(Duration::from_secs(5));
+    let pool = Pool::builder(&static_target(port, &[2, 3, 4]))
+        .balance(Balance::RoundRobin)
+        .build_resolved()
+        .await
+        .unwrap();
+    let mut timed_out = 0;
+    for _ in 0..15 {
+        // tonic's channel enforces the `grpc-timeout` deadline: the pool sees it expire.
+        if let Err(status) = check(&pool, Duration::from_millis(100)).await {
+            assert!(is_client_timeout(&status), "tonic's own status: {status:?}");
+            timed_out += 1;
+        }
+    }
+    // The first miss goes uncounted if no other replica had answered yet.
+    assert!(
+        (3..=4).contains(&timed_out),
+        "{timed_out} timed out: {:?}",
+        pool.endpoints()
+    );
+    let hung = pool
+        .endpoints()
+        .into_iter()
+        .find(|e| e.address.host() == "127.0.0.3")
+        .unwrap();
+    assert_eq!((hung.state, hung.failures), (EndpointState::Ejected, 3));
+    assert_eq!(hung.requests, timed_out);
 }

@@ -65,7 +65,7 @@ where
             let mut req =
                 Request::from_parts(metadata.clone(), extensions.clone(), message.clone());
             let left = deadline_at.saturating_duration_since(tokio::time::Instant::now());
-            super::set_timeout(method, &mut req, left);
+            super::set_timeout(method, &mut req, left, deadline.set_by_caller, false);
             req.extensions_mut().insert(route.clone());
             Attempt {
                 response: Box::pin(call(req)),

@@ -59,7 +59,7 @@ use crate::breaker::{BreakerOpen, CircuitBreaker, OwnedPermit};
 use crate::bulkhead::BulkheadPermit;
 use crate::classify::{Outcome, is_client_timeout};
 use crate::client::MethodRuntime;
-use crate::deadline::request_timeout;
+use crate::deadline::{AttemptBudget, request_timeout};
 use crate::fallback::FallbackCause;
 use crate::retry::route::AttemptRoute;
 use crate::retry::{Pushback, backoff, pushback};
@@ -254,9 +254,13 @@ where
                 for_attempt(&mut extensions, may_retry),
                 for_attempt(&mut message, may_retry || keep_message),
             );
-            if !headers_only {
-                set_timeout(method, &mut req, attempt_deadline);
-            }
+            set_timeout(
+                method,
+                &mut req,
+                attempt_deadline,
+                short_budget,
+                headers_only,
+            );
             if let Some(route) = &route {
                 req.extensions_mut().insert(route.clone());
             }
@@ -351,18 +355,35 @@ fn another_attempt_may_differ(status: &Status) -> bool {
 }
 
 /// Sends `deadline` as the request's `grpc-timeout`, unless the RPC does not propagate
-/// its deadline; the RPC's own deadline, the usual case, uses the header value formatted
-/// when the client was built.
-fn set_timeout<M>(method: &MethodRuntime, request: &mut Request<M>, deadline: Duration) {
-    let Some(own) = method.timeout_header() else {
-        return;
-    };
-    let value = if deadline == method.timeout() {
-        own.clone()
-    } else {
-        crate::deadline::grpc_timeout_header(deadline)
-    };
-    crate::deadline::set_grpc_timeout(request, value);
+/// its deadline or the call is a stream (`headers_only`); the RPC's own deadline, the
+/// usual case, uses the header value formatted when the client was built. `short_budget`:
+/// the deadline is the caller's, or what earlier attempts left, so a transport must not
+/// hold it against the endpoint (see [`AttemptBudget`]).
+fn set_timeout<M>(
+    method: &MethodRuntime,
+    request: &mut Request<M>,
+    deadline: Duration,
+    short_budget: bool,
+    headers_only: bool,
+) {
+    let own = method.timeout_header().filter(|_| !headers_only);
+    if let Some(own) = own {
+        let value = if deadline == method.timeout() {
+            own.clone()
+        } else {
+            crate::deadline::grpc_timeout_header(deadline)
+        };
+        crate::deadline::set_grpc_timeout(request, value);
+    }
+    // For a pool judging its endpoints by the deadlines they miss: noted only where the
+    // header does not already say it, so that the common call carries no extension.
+    if short_budget {
+        request.extensions_mut().insert(AttemptBudget::Short);
+    } else if own.is_none() {
+        request
+            .extensions_mut()
+            .insert(AttemptBudget::Own(deadline));
+    }
 }
 
 /// How long to wait before retrying, or `None` when the call must not be retried:
@@ -506,9 +527,13 @@ where
         Ok(permit) => permit,
         Err(open) => return Err(Ended::Open(open_cause(breaker, open), ())),
     };
-    if !headers_only {
-        set_timeout(method, &mut request, deadline.total);
-    }
+    set_timeout(
+        method,
+        &mut request,
+        deadline.total,
+        deadline.set_by_caller,
+        headers_only,
+    );
     let status = match tokio::time::timeout(deadline.total, call(request)).await {
         Ok(Ok(response)) => return Ok((response, permit)),
         Ok(Err(status)) if !is_client_timeout(&status) => status,

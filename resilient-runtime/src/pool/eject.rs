@@ -6,7 +6,9 @@ use std::time::Duration;
 /// When an endpoint is taken out of rotation.
 ///
 /// An endpoint that fails `consecutive_failures` calls in a row (connection failures,
-/// transport errors other than a stream this client reset itself, `UNAVAILABLE`) is
+/// transport errors other than a stream this client reset itself, `UNAVAILABLE`, and
+/// calls it left unanswered until the RPC's own deadline while other endpoints answered:
+/// see the pool's documentation of ejection) is
 /// ejected for `base_time × n`, where n counts its ejections (at most `max_time`). Back
 /// in rotation it is on probation: one more failure ejects it again, for longer. Once it
 /// has answered well for a whole `base_time` after coming back, its count returns to

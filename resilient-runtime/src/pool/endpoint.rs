@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use super::State;
 use super::eject::Outlier;
 use super::health::{Health, HealthCell};
+use crate::deadline::{AttemptBudget, GRPC_TIMEOUT_NAME, parse_grpc_timeout};
 use crate::discover::Address;
 
 /// The gRPC code UNAVAILABLE.
@@ -29,6 +30,9 @@ pub(crate) struct Endpoint {
     pub(crate) in_flight: AtomicUsize,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// When it last answered a call (its response headers came back, whatever their
+    /// status), in nanoseconds since the pool's epoch; 0: never.
+    pub(crate) last_answer: AtomicU64,
     /// Nanoseconds since the pool's epoch when the current ejection ends; 0: never ejected.
     pub(crate) ejected_until: AtomicU64,
     pub(crate) outlier: Mutex<Outlier>,
@@ -61,6 +65,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            last_answer: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
             outlier: Mutex::new(Outlier::default()),
             health,
@@ -144,17 +149,58 @@ impl EndpointInfo {
 pub(crate) struct CallGuard {
     state: Arc<State>,
     endpoint: Arc<Endpoint>,
+    /// Set while the call waits for its answer under a deadline the endpoint is held to.
+    awaiting: Option<Awaiting>,
 }
 
+/// A call waiting for its answer under a deadline that, missed, counts against the
+/// endpoint. Times in nanoseconds since the pool's epoch.
+struct Awaiting {
+    /// When the call was sent.
+    sent: u64,
+    /// When the deadline passes.
+    deadline: u64,
+}
+
+/// How long before its deadline a call dropped by its caller still counts as having
+/// reached it: the caller's timer was armed a little before the call reached the pool,
+/// and fires on a millisecond tick.
+const DEADLINE_SLACK: u64 = 2_000_000;
+
 impl CallGuard {
-    pub(crate) fn new(state: Arc<State>, endpoint: Arc<Endpoint>) -> Self {
+    /// `deadline`: how long the endpoint has to answer before the call counts against
+    /// it (see [`held_deadline`]).
+    pub(crate) fn new(
+        state: Arc<State>,
+        endpoint: Arc<Endpoint>,
+        deadline: Option<Duration>,
+    ) -> Self {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         endpoint.requests.fetch_add(1, Ordering::Relaxed);
-        CallGuard { state, endpoint }
+        let awaiting = deadline.map(|d| {
+            let sent = state.now();
+            Awaiting {
+                sent,
+                deadline: sent.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            }
+        });
+        CallGuard {
+            state,
+            endpoint,
+            awaiting,
+        }
     }
 
     pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
+    }
+
+    /// The endpoint answered: the response headers came back.
+    pub(crate) fn answered(&mut self) {
+        self.awaiting = None;
+        self.endpoint
+            .last_answer
+            .store(self.state.now().max(1), Ordering::Relaxed);
     }
 
     /// The call ended with this gRPC code (`None`: not given).
@@ -166,18 +212,68 @@ impl CallGuard {
         }
     }
 
-    pub(crate) fn succeeded(self) {
+    pub(crate) fn succeeded(mut self) {
+        self.awaiting = None;
         self.state.on_success(&self.endpoint);
     }
 
-    pub(crate) fn failed(self) {
+    pub(crate) fn failed(mut self) {
+        self.awaiting = None;
         self.state.on_failure(&self.endpoint);
+    }
+
+    /// The transport's own timer ended the call at its deadline, unanswered.
+    pub(crate) fn missed_deadline(mut self) {
+        if let Some(awaiting) = self.awaiting.take() {
+            self.judge(&awaiting);
+        }
+    }
+
+    /// A call left unanswered past its deadline fails on this endpoint only if another
+    /// endpoint of the pool answered a call in the deadline's length before this one was
+    /// sent, or since. When none did, the deadline was too short for any of them, or the
+    /// whole service is slow: that says nothing against this one.
+    fn judge(&self, awaiting: &Awaiting) {
+        let since = awaiting
+            .sent
+            .saturating_sub(awaiting.deadline - awaiting.sent);
+        let others_answer = self
+            .state
+            .snapshot()
+            .iter()
+            .any(|e| e.id != self.endpoint.id && e.last_answer.load(Ordering::Relaxed) > since);
+        if others_answer {
+            self.state.on_failure(&self.endpoint);
+        }
     }
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Dropped unanswered: by the caller's timer at the deadline, or cancelled before.
+        if let Some(awaiting) = self.awaiting.take()
+            && self.state.now().saturating_add(DEADLINE_SLACK) >= awaiting.deadline
+        {
+            self.judge(&awaiting);
+        }
+    }
+}
+
+/// The deadline an endpoint is held to for a request: the RPC's own, noted by the
+/// generated client, or else the `grpc-timeout` header. None when the caller's deadline
+/// (or what earlier attempts left of the RPC's) cut it short: missing a deadline that
+/// short says nothing about the endpoint.
+pub(crate) fn held_deadline<B>(request: &http::Request<B>) -> Option<Duration> {
+    match request.extensions().get::<AttemptBudget>() {
+        Some(AttemptBudget::Own(deadline)) => Some(*deadline),
+        Some(AttemptBudget::Short) => None,
+        None => request
+            .headers()
+            .get(&GRPC_TIMEOUT_NAME)?
+            .to_str()
+            .ok()
+            .and_then(parse_grpc_timeout),
     }
 }
 
@@ -193,6 +289,19 @@ pub(crate) fn grpc_code(headers: &http::HeaderMap) -> Option<i32> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse().ok())
+}
+
+/// Whether a status says the server gave up at the call's deadline: `DEADLINE_EXCEEDED`,
+/// or the `CANCELLED` "Timeout expired" that a tonic server answers when the
+/// `grpc-timeout` it was sent passes.
+pub(crate) fn missed_at_server(grpc_code: i32, headers: &http::HeaderMap) -> bool {
+    const CANCELLED: i32 = 1;
+    const DEADLINE_EXCEEDED: i32 = 4;
+    grpc_code == DEADLINE_EXCEEDED
+        || grpc_code == CANCELLED
+            && headers.get("grpc-message").is_some_and(|m| {
+                m.as_bytes() == b"Timeout expired" || m.as_bytes() == b"Timeout%20expired"
+            })
 }
 
 pin_project_lite::pin_project! {
@@ -269,5 +378,47 @@ mod code_tests {
             http::HeaderValue::from_static("auth-service/ValidateToken"),
         );
         assert_eq!(grpc_code(&h), None);
+    }
+
+    #[test]
+    fn a_server_that_gave_up_at_the_deadline_did_not_answer() {
+        let with = |message: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-message", http::HeaderValue::from_static(message));
+            h
+        };
+        assert!(missed_at_server(4, &http::HeaderMap::new()));
+        assert!(missed_at_server(1, &with("Timeout expired")));
+        assert!(missed_at_server(1, &with("Timeout%20expired")));
+        assert!(!missed_at_server(1, &with("the client went away")));
+        assert!(!missed_at_server(1, &http::HeaderMap::new()));
+        assert!(!missed_at_server(14, &with("Timeout expired")));
+    }
+
+    #[test]
+    fn the_deadline_held_is_the_rpcs_own_never_the_callers() {
+        let request = |header: Option<&'static str>, budget: Option<AttemptBudget>| {
+            let mut r = http::Request::new(());
+            if let Some(h) = header {
+                r.headers_mut()
+                    .insert(GRPC_TIMEOUT_NAME.clone(), http::HeaderValue::from_static(h));
+            }
+            if let Some(b) = budget {
+                r.extensions_mut().insert(b);
+            }
+            r
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(held_deadline(&request(None, None)), None);
+        assert_eq!(held_deadline(&request(Some("150m"), None)), Some(ms(150)));
+        assert_eq!(held_deadline(&request(Some("bad"), None)), None);
+        assert_eq!(
+            held_deadline(&request(None, Some(AttemptBudget::Own(ms(80))))),
+            Some(ms(80))
+        );
+        assert_eq!(
+            held_deadline(&request(Some("150m"), Some(AttemptBudget::Short))),
+            None
+        );
     }
 }

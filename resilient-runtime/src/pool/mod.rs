@@ -15,9 +15,10 @@
 //! * **No endpoints**: a call fails at once with `UNAVAILABLE` saying why (the resolver's
 //!   last error, or an empty answer). Only before the first resolution has finished does
 //!   a call wait for it, at most [`PoolBuilder::first_resolution_wait`].
-//! * **Ejection**: consecutive connection failures or `UNAVAILABLE` answers take an
-//!   endpoint out of rotation ([`Ejection`]); the breaker above sees only the failures
-//!   the pool could not route around.
+//! * **Ejection**: consecutive connection failures, `UNAVAILABLE` answers, or calls left
+//!   unanswered until the RPC's own deadline while other endpoints answered (a hung
+//!   replica) take an endpoint out of rotation ([`Ejection`]); the breaker above sees
+//!   only the failures the pool could not route around.
 //! * **Re-resolution**: DNS every [`PoolBuilder::refresh_interval`] with jitter, and early
 //!   (rate-limited) when an endpoint fails; Consul by blocking queries; etcd by a watch.
 //!   A resolver error, or an empty answer, keeps the last good set.
@@ -55,7 +56,7 @@ pub use health::Health;
 pub use health::{HealthCheck, HealthMode};
 
 use balance::{Candidate, Rank};
-use endpoint::{CallGuard, Endpoint, TrackedBody, grpc_code};
+use endpoint::{CallGuard, Endpoint, TrackedBody, grpc_code, held_deadline, missed_at_server};
 use health::HealthCell;
 
 use crate::discover::resolve::{
@@ -1074,7 +1075,8 @@ async fn send(
     endpoint: Arc<Endpoint>,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, BoxError> {
-    let call = CallGuard::new(state.clone(), endpoint);
+    let deadline = held_deadline(&request);
+    let mut call = CallGuard::new(state.clone(), endpoint, deadline);
     let mut channel = call.endpoint().channel.clone();
     let result = async {
         std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await?;
@@ -1084,6 +1086,15 @@ async fn send(
     match result {
         Ok(response) => {
             let http_status = response.status();
+            if let Some(code) = grpc_code(response.headers())
+                && missed_at_server(code, response.headers())
+            {
+                // Trailers-only: the server gave up at the deadline the call carried, as
+                // the caller would have. Not an answer.
+                call.missed_deadline();
+                return Ok(response);
+            }
+            call.answered();
             if http_status != http::StatusCode::OK {
                 // A proxy or a server that is not gRPC: 502/503/504 mean "not reachable".
                 if matches!(http_status.as_u16(), 502..=504) {
@@ -1103,8 +1114,10 @@ async fn send(
         Err(error) => {
             let error: BoxError = error.into();
             if is_timeout(&*error) {
-                // The caller's deadline, enforced by the channel: not the endpoint's fault,
-                // and the caller must still see tonic's own timeout status.
+                // The deadline, enforced by the channel: the caller must still see tonic's
+                // own timeout status. Held against the endpoint only as `held_deadline`
+                // and `CallGuard::judge` say.
+                call.missed_deadline();
                 return Err(error);
             }
             if crate::classify::caused_by_local_reset(&*error) {

@@ -1,5 +1,6 @@
-//! Retries, hedging, the retry budget, pushback and bulkheads, against a real tonic server on
-//! 127.0.0.1 that counts the attempts it receives.
+//! Retries, hedging, the retry budget, pushback, bulkheads and a pool's ejection of a
+//! replica that lets deadlines pass, against real tonic servers on 127.0.0.1 that count the
+//! attempts they receive.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,8 +17,9 @@ use codegen_tests::test::flaky::v1::{FlakyReply, FlakyRequest};
 use resilient_runtime::bulkhead::is_bulkhead_rejection;
 use resilient_runtime::client::ServiceRuntime;
 use resilient_runtime::config::RuntimeConfig;
+use resilient_runtime::pool::EndpointState;
 use resilient_runtime::spec::HedgeSpec;
-use resilient_runtime::{Ejection, Environment, Pool, is_circuit_open};
+use resilient_runtime::{Balance, Ejection, Environment, Pool, is_circuit_open};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -377,7 +379,11 @@ async fn pool_client(
     replicas: &[(Arc<Flaky>, std::net::SocketAddr)],
     config: &str,
 ) -> FlakyServiceResilientClient<Pool> {
-    let pool = replica_pool(replicas).await;
+    client_over(replica_pool(replicas).await, config)
+}
+
+/// A client over `pool` with the policies in `config`.
+fn client_over(pool: Pool, config: &str) -> FlakyServiceResilientClient<Pool> {
     let config = RuntimeConfig::from_toml_str("test.toml", config).unwrap();
     let spec = FlakyServiceResilientClient::<Pool>::spec();
     let runtime = ServiceRuntime::resolve(spec, Environment::Production, Some(&config)).unwrap();
@@ -787,4 +793,96 @@ timeout_ms = 400
         1,
         "the UNAVAILABLE only"
     );
+}
+
+/// Three replicas taken in turn, the second one hung (it answers after 5 s); the pool
+/// ejects after 3 failures in a row (the default). Returns the pool and the calls that
+/// timed out out of 15, each with a 150 ms deadline, the RPC's own or the caller's.
+async fn calls_past_a_hung_replica(
+    config: &str,
+    callers_deadline: Option<Duration>,
+) -> (Pool, Vec<(Arc<Flaky>, std::net::SocketAddr)>, u32) {
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(bare_server().await);
+    }
+    replicas[1].0.slow_ms.store(5_000, Ordering::SeqCst);
+    let list: Vec<String> = replicas.iter().map(|(_, a)| a.to_string()).collect();
+    let pool = Pool::builder(&format!("static:///{}", list.join(",")))
+        .balance(Balance::RoundRobin)
+        .build_resolved()
+        .await
+        .unwrap();
+    let c = client_over(pool.clone(), config);
+    let mut timed_out = 0;
+    for i in 0..15 {
+        let mut request = Request::new(req(&format!("d{i}"), |_| {}));
+        if let Some(deadline) = callers_deadline {
+            request.set_timeout(deadline);
+        }
+        let started = Instant::now();
+        match c.lookup(request).await {
+            Ok(reply) => assert_eq!(reply.get_ref().hits, 1),
+            Err(status) => {
+                assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "gave up at the deadline"
+                );
+                timed_out += 1;
+            }
+        }
+    }
+    (pool, replicas, timed_out)
+}
+
+fn state_of(pool: &Pool, addr: std::net::SocketAddr) -> (EndpointState, u64) {
+    let e = pool
+        .endpoints()
+        .into_iter()
+        .find(|e| e.address.to_string() == addr.to_string())
+        .expect("listed");
+    (e.state, e.failures)
+}
+
+#[tokio::test]
+async fn a_hung_replica_that_lets_the_deadline_pass_is_ejected_with_or_without_propagation() {
+    for propagate in [true, false] {
+        let config = format!(
+            "[\".test.flaky.v1.FlakyService\"]\nfailure_threshold = 1000\nmax_attempts = 1\n\
+             timeout_ms = 150\npropagate_deadline = {propagate}\n"
+        );
+        let (pool, replicas, timed_out) = calls_past_a_hung_replica(&config, None).await;
+        // Every third call goes to the hung replica. Each miss counts once another replica
+        // has answered (so not when the very first call is the hung replica's), the third
+        // ejects it, and no later call is sent there.
+        assert!(
+            (3..=4).contains(&timed_out),
+            "propagate_deadline = {propagate}: {timed_out} timed out"
+        );
+        assert_eq!(
+            state_of(&pool, replicas[1].1),
+            (EndpointState::Ejected, 3),
+            "propagate_deadline = {propagate}"
+        );
+        assert_eq!(replicas[1].0.total.load(Ordering::SeqCst), timed_out);
+        for (flaky, addr) in [&replicas[0], &replicas[2]] {
+            assert_eq!(state_of(&pool, *addr), (EndpointState::Active, 0));
+            assert_eq!(
+                flaky.finished.load(Ordering::SeqCst),
+                flaky.total.load(Ordering::SeqCst)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_callers_deadline_shorter_than_the_rpcs_never_ejects_a_replica() {
+    let config = "[\".test.flaky.v1.FlakyService\"]\nfailure_threshold = 1000\nmax_attempts = 1\ntimeout_ms = 10000\n";
+    let (pool, replicas, timed_out) =
+        calls_past_a_hung_replica(config, Some(Duration::from_millis(150))).await;
+    // Every third call waits out the caller's 150 ms at the hung replica: the caller's
+    // budget, not the endpoint's failure.
+    assert_eq!(timed_out, 5);
+    assert_eq!(state_of(&pool, replicas[1].1), (EndpointState::Active, 0));
 }
