@@ -85,6 +85,7 @@ pub struct Builder {
     btree_maps: Vec<String>,
     boxed: Vec<String>,
     skip_debug: Vec<String>,
+    disable_comments: Vec<String>,
     out_dir: Option<PathBuf>,
     file_descriptor_set_path: Option<PathBuf>,
     expose_raw_clients: bool,
@@ -109,6 +110,7 @@ impl Default for Builder {
             btree_maps: Vec::new(),
             boxed: Vec::new(),
             skip_debug: Vec::new(),
+            disable_comments: Vec::new(),
             out_dir: None,
             file_descriptor_set_path: None,
             expose_raw_clients: true,
@@ -300,6 +302,23 @@ impl Builder {
         S: AsRef<str>,
     {
         self.skip_debug
+            .extend(paths.into_iter().map(|p| p.as_ref().to_owned()));
+        self
+    }
+
+    /// Leaves the proto comments out of the generated docs under these paths, as
+    /// `tonic_prost_build::Builder::disable_comments` does. Messages, enums and fields
+    /// match as in `prost_build::Config::disable_comments` (`"."` for all of them); a
+    /// service or an RPC matches only by its full name without the leading dot
+    /// (`"nova.auth.v1.AuthService"`, `"nova.auth.v1.AuthService.ValidateToken"`), as tonic
+    /// matches it, and then tonic's code, the resilient client and the fallback trait all
+    /// leave its comments out. None by default.
+    pub fn disable_comments<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.disable_comments
             .extend(paths.into_iter().map(|p| p.as_ref().to_owned()));
         self
     }
@@ -536,6 +555,20 @@ impl Builder {
     ) -> io::Result<Vec<ServiceModel>> {
         let types = TypeResolver::new(&self.extern_paths)?;
         let mut services = parse::parse_services(pool, &types, display);
+        let silenced = |path: &str| {
+            let path = path.trim_start_matches('.');
+            self.disable_comments.iter().any(|p| p == path)
+        };
+        for service in &mut services {
+            if silenced(&service.path) {
+                service.comments.clear();
+            }
+            for method in &mut service.methods {
+                if silenced(&method.path) {
+                    method.comments.clear();
+                }
+            }
+        }
         if self.build_client {
             parse::check_names(pool, &services, self.build_server)?;
         }
@@ -560,7 +593,8 @@ impl Builder {
         let mut tonic = tonic_prost_build::configure()
             .build_client(self.build_client)
             .build_server(self.build_server)
-            .generate_default_stubs(self.generate_default_stubs);
+            .generate_default_stubs(self.generate_default_stubs)
+            .disable_comments(&self.disable_comments);
         for (kind, path, attribute) in &self.tonic_attributes {
             tonic = match kind {
                 TonicAttribute::ClientMod => tonic.client_mod_attribute(path, attribute),
@@ -612,6 +646,9 @@ impl Builder {
         }
         if !self.skip_debug.is_empty() {
             config.skip_debug(&self.skip_debug);
+        }
+        if !self.disable_comments.is_empty() {
+            config.disable_comments(&self.disable_comments);
         }
 
         // Our options only matter to us: prost must not emit a `resilient.v1` module.
@@ -1469,6 +1506,53 @@ message Blob { bytes data = 1; map<string, string> labels = 2; Blob parent = 3; 
         ] {
             assert!(blob.contains(wanted), "{wanted} missing from:\n{blob}");
         }
+    }
+
+    #[test]
+    fn disabled_comments_are_left_out_everywhere_the_others_stay() {
+        let dir = TempDir::new("comments");
+        write(
+            &dir.0,
+            "proto/nova/talk/v1/talk.proto",
+            r#"syntax = "proto3";
+package nova.talk.v1;
+// Service words to hide.
+service Talk {
+  // Quiet words to hide.
+  rpc Quiet(Word) returns (Word);
+  // Loud words to keep.
+  rpc Loud(Word) returns (Reply);
+}
+// Message words to hide.
+message Word {
+  // Field words to hide: a message's path covers its fields.
+  string text = 1;
+}
+// Reply words to keep.
+message Reply { string text = 1; }
+"#,
+        );
+        let out = dir.0.join("out");
+        crate::configure()
+            .out_dir(&out)
+            .emit_rerun_if_changed(false)
+            .disable_comments([
+                "nova.talk.v1.Talk",
+                "nova.talk.v1.Talk.Quiet",
+                ".nova.talk.v1.Word",
+            ])
+            .compile_protos(
+                &[dir.0.join("proto/nova/talk/v1/talk.proto")],
+                &[dir.0.join("proto")],
+            )
+            .unwrap();
+        let talk = fs::read_to_string(out.join("nova.talk.v1.rs")).unwrap();
+        assert!(!talk.contains("to hide"), "{talk}");
+        // The kept RPC comment is on tonic's client and server methods, the resilient
+        // client's method and the fallback trait's method.
+        assert_eq!(talk.matches("Loud words to keep.").count(), 4, "{talk}");
+        assert_eq!(talk.matches("Reply words to keep.").count(), 1, "{talk}");
+        assert!(talk.contains("talk_resilient"), "{talk}");
     }
 
     /// The generator refuses to write code whose RPC types differ from the ones prost hands
