@@ -86,6 +86,7 @@ pub struct Builder {
     boxed: Vec<String>,
     skip_debug: Vec<String>,
     disable_comments: Vec<String>,
+    compile_well_known_types: bool,
     out_dir: Option<PathBuf>,
     file_descriptor_set_path: Option<PathBuf>,
     expose_raw_clients: bool,
@@ -111,6 +112,7 @@ impl Default for Builder {
             boxed: Vec::new(),
             skip_debug: Vec::new(),
             disable_comments: Vec::new(),
+            compile_well_known_types: false,
             out_dir: None,
             file_descriptor_set_path: None,
             expose_raw_clients: true,
@@ -320,6 +322,19 @@ impl Builder {
     {
         self.disable_comments
             .extend(paths.into_iter().map(|p| p.as_ref().to_owned()));
+        self
+    }
+
+    /// Generates the `google.protobuf` messages the protos use into `google.protobuf.rs`,
+    /// instead of taking them from `prost_types` (and `Empty` as `()`, the wrappers as
+    /// Rust primitives), as `tonic_prost_build::Builder::compile_well_known_types` does.
+    /// Include that file as module `google::protobuf` beside the packages' own modules, at
+    /// the same depth from the crate root as prost's relative paths expect. The resilient
+    /// client names the same types as tonic's. Several `compile_protos` calls into one
+    /// directory that all compile them must use the same well-known types, or the later
+    /// call fails rather than overwrite `google.protobuf.rs`. Off by default.
+    pub fn compile_well_known_types(mut self, enable: bool) -> Self {
+        self.compile_well_known_types = enable;
         self
     }
 
@@ -553,7 +568,8 @@ impl Builder {
         pool: &protox::prost_reflect::DescriptorPool,
         display: &dyn Fn(&str) -> String,
     ) -> io::Result<Vec<ServiceModel>> {
-        let types = TypeResolver::new(&self.extern_paths)?;
+        let types =
+            TypeResolver::with_well_known_types(&self.extern_paths, self.compile_well_known_types)?;
         let mut services = parse::parse_services(pool, &types, display);
         let silenced = |path: &str| {
             let path = path.trim_start_matches('.');
@@ -570,7 +586,12 @@ impl Builder {
             }
         }
         if self.build_client {
-            parse::check_names(pool, &services, self.build_server)?;
+            parse::check_names(
+                pool,
+                &services,
+                self.build_server,
+                !self.compile_well_known_types,
+            )?;
         }
         policy::resolve(&mut services, &self.policies)?;
         Ok(services)
@@ -594,7 +615,8 @@ impl Builder {
             .build_client(self.build_client)
             .build_server(self.build_server)
             .generate_default_stubs(self.generate_default_stubs)
-            .disable_comments(&self.disable_comments);
+            .disable_comments(&self.disable_comments)
+            .compile_well_known_types(self.compile_well_known_types);
         for (kind, path, attribute) in &self.tonic_attributes {
             tonic = match kind {
                 TonicAttribute::ClientMod => tonic.client_mod_attribute(path, attribute),
@@ -649,6 +671,9 @@ impl Builder {
         }
         if !self.disable_comments.is_empty() {
             config.disable_comments(&self.disable_comments);
+        }
+        if self.compile_well_known_types {
+            config.compile_well_known_types();
         }
 
         // Our options only matter to us: prost must not emit a `resilient.v1` module.

@@ -177,10 +177,13 @@ const PRIMITIVE_WRAPPERS: &[(&str, &str)] = &[
 /// Rejects protos whose generated Rust names would clash, or that tonic's code could not
 /// compile, before rustc says it less clearly. Each problem starts with the proto file
 /// and line of the service or RPC.
+/// `wrappers_are_primitives`: prost maps the wrapper types to Rust primitives (unless it
+/// compiles the well-known types itself).
 pub(crate) fn check_names(
     pool: &DescriptorPool,
     services: &[ServiceModel],
     build_server: bool,
+    wrappers_are_primitives: bool,
 ) -> io::Result<()> {
     let mut problems = Vec::new();
     let mut service_names: HashMap<(&str, &str), &ServiceModel> = HashMap::new();
@@ -250,6 +253,7 @@ pub(crate) fn check_names(
             for (role, message) in [("request", proto.input()), ("response", proto.output())] {
                 if let Some((wrapper, rust)) = PRIMITIVE_WRAPPERS
                     .iter()
+                    .filter(|_| wrappers_are_primitives)
                     .find(|(name, _)| *name == message.full_name())
                 {
                     problems.push(format!(
@@ -466,7 +470,18 @@ pub(crate) struct TypeResolver {
 
 impl TypeResolver {
     /// With the user's `extern_path` pairs and prost's defaults for `google.protobuf`.
+    #[cfg(test)]
     pub(crate) fn new(user_extern_paths: &[(String, String)]) -> io::Result<Self> {
+        Self::with_well_known_types(user_extern_paths, false)
+    }
+
+    /// Like [`new`](Self::new); with `compiled` (prost's `compile_well_known_types`),
+    /// without the defaults: the `google.protobuf` messages are generated like any
+    /// other package's.
+    pub(crate) fn with_well_known_types(
+        user_extern_paths: &[(String, String)],
+        compiled: bool,
+    ) -> io::Result<Self> {
         let mut extern_paths = HashMap::new();
         let defaults = [
             (".google.protobuf", "::prost_types"),
@@ -490,7 +505,7 @@ impl TypeResolver {
         let pairs = user_extern_paths
             .iter()
             .map(|(p, r)| (p.as_str(), r.as_str()))
-            .chain(defaults);
+            .chain(defaults.into_iter().filter(|_| !compiled));
         for (proto, rust) in pairs {
             if !proto.starts_with('.') || proto.split('.').skip(1).any(str::is_empty) {
                 return Err(invalid_input(format!(
@@ -885,7 +900,9 @@ message SvcServer { enum E { E_UNSPECIFIED = 0; } }
 message M {}"#;
         let pool = compile(vec![("p.proto", source.to_owned())]);
         let services = parse_services(&pool, &TypeResolver::new(&[]).unwrap(), &|n| n.to_owned());
-        let message = check_names(&pool, &services, true).unwrap_err().to_string();
+        let message = check_names(&pool, &services, true, true)
+            .unwrap_err()
+            .to_string();
         assert!(
             message.contains(
                 "p.proto:2: RPCs `GetFoo` and `get_foo` of .p.S both become the Rust method `get_foo`"
@@ -905,11 +922,11 @@ message M {}"#;
             "{message}"
         );
         // Without servers, `svc_server` is prost's alone.
-        let without_servers = check_names(&pool, &services[1..], false)
+        let without_servers = check_names(&pool, &services[1..], false, true)
             .unwrap_err()
             .to_string();
         assert!(!without_servers.contains("svc_server"), "{without_servers}");
-        assert!(check_names(&pool, &services[1..1], true).is_ok());
+        assert!(check_names(&pool, &services[1..1], true, true).is_ok());
     }
 
     #[test]

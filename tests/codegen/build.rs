@@ -42,5 +42,9 @@ fn main() -> std::io::Result<()> {
     // generated code.
     resilient_build::configure()
         .expose_raw_clients(false)
-        .compile_protos(&["proto/test/nested/deep/v1/keywords.proto"], &["proto"])
+        .compile_protos(&["proto/test/nested/deep/v1/keywords.proto"], &["proto"])?;
+    // The well-known types generated into `google.protobuf.rs` instead of prost-types.
+    resilient_build::configure()
+        .compile_well_known_types(true)
+        .compile_protos(&["proto/test/wkt/v1/clock.proto"], &["proto"])
 }

@@ -3,6 +3,14 @@
 
 /// Test packages.
 pub mod test {
+    /// `test.wkt.v1`: RPCs whose types are well-known types compiled into this crate.
+    pub mod wkt {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("test.wkt.v1");
+        }
+    }
+
     /// `test.echo.v1`: every RPC kind.
     pub mod echo {
         /// Version 1.
@@ -47,6 +55,17 @@ pub mod test {
                 tonic::include_proto!("test.nested.deep.v1");
             }
         }
+    }
+}
+
+/// `google.protobuf`: the well-known types `test.wkt.v1` uses, generated here
+/// (`compile_well_known_types`).
+pub mod google {
+    /// The well-known types. protox's built-in copies of their protos carry no comments,
+    /// so prost writes no docs for them.
+    #[allow(missing_docs)]
+    pub mod protobuf {
+        tonic::include_proto!("google.protobuf");
     }
 }
 
