@@ -251,10 +251,10 @@ pub(crate) fn check_names(
                 continue;
             };
             for (role, message) in [("request", proto.input()), ("response", proto.output())] {
-                if let Some((wrapper, rust)) = PRIMITIVE_WRAPPERS
-                    .iter()
-                    .filter(|_| wrappers_are_primitives)
-                    .find(|(name, _)| *name == message.full_name())
+                if wrappers_are_primitives
+                    && let Some((wrapper, rust)) = PRIMITIVE_WRAPPERS
+                        .iter()
+                        .find(|(name, _)| *name == message.full_name())
                 {
                     problems.push(format!(
                         "{here}: RPC {} has .{wrapper} as its {role}, which prost turns into \

@@ -90,8 +90,12 @@ fn grpc_timeout_text(timeout: Duration) -> String {
 
 /// The deadline a caller set on a request (`Request::set_timeout`), if any.
 pub fn request_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    metadata
-        .as_ref()
+    header_timeout(metadata.as_ref())
+}
+
+/// The deadline in an HTTP request's `grpc-timeout` header, if any.
+pub(crate) fn header_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
         .get(&GRPC_TIMEOUT_NAME)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)

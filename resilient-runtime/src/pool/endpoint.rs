@@ -15,10 +15,12 @@ use tonic::transport::Channel;
 use super::State;
 use super::eject::Outlier;
 use super::health::{Health, HealthCell};
-use crate::deadline::{AttemptBudget, GRPC_TIMEOUT_NAME, parse_grpc_timeout};
+use crate::deadline::{AttemptBudget, header_timeout};
 use crate::discover::Address;
 
-/// The gRPC code UNAVAILABLE.
+// The gRPC codes the pool reads from an endpoint's answers.
+const CANCELLED: i32 = 1;
+const DEADLINE_EXCEEDED: i32 = 4;
 const UNAVAILABLE: i32 = 14;
 
 pub(crate) struct Endpoint {
@@ -268,12 +270,7 @@ pub(crate) fn held_deadline<B>(request: &http::Request<B>) -> Option<Duration> {
     match request.extensions().get::<AttemptBudget>() {
         Some(AttemptBudget::Own(deadline)) => Some(*deadline),
         Some(AttemptBudget::Short) => None,
-        None => request
-            .headers()
-            .get(&GRPC_TIMEOUT_NAME)?
-            .to_str()
-            .ok()
-            .and_then(parse_grpc_timeout),
+        None => header_timeout(request.headers()),
     }
 }
 
@@ -295,8 +292,6 @@ pub(crate) fn grpc_code(headers: &http::HeaderMap) -> Option<i32> {
 /// or the `CANCELLED` "Timeout expired" that a tonic server answers when the
 /// `grpc-timeout` it was sent passes.
 pub(crate) fn missed_at_server(grpc_code: i32, headers: &http::HeaderMap) -> bool {
-    const CANCELLED: i32 = 1;
-    const DEADLINE_EXCEEDED: i32 = 4;
     grpc_code == DEADLINE_EXCEEDED
         || grpc_code == CANCELLED
             && headers.get("grpc-message").is_some_and(|m| {
@@ -367,6 +362,7 @@ impl http_body::Body for TrackedBody {
 #[cfg(test)]
 mod code_tests {
     use super::*;
+    use crate::deadline::GRPC_TIMEOUT_NAME;
 
     #[test]
     fn an_upstream_open_circuit_is_not_the_endpoints_failure() {

@@ -1086,7 +1086,8 @@ async fn send(
     match result {
         Ok(response) => {
             let http_status = response.status();
-            if let Some(code) = grpc_code(response.headers())
+            let trailers_only = grpc_code(response.headers());
+            if let Some(code) = trailers_only
                 && missed_at_server(code, response.headers())
             {
                 // Trailers-only: the server gave up at the deadline the call carried, as
@@ -1104,7 +1105,7 @@ async fn send(
                 }
                 return Ok(response);
             }
-            if let Some(code) = grpc_code(response.headers()) {
+            if let Some(code) = trailers_only {
                 // Trailers-only: the status is already here.
                 call.finish(Some(code));
                 return Ok(response);
